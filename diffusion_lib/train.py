@@ -1,0 +1,324 @@
+"""The standalone training program.
+
+    python -m diffusion_lib.train --config params/cpu/03_train.yaml [--resume | --fresh]
+
+Trains a :class:`~diffusion_lib.process.DiffusionProcess` with EMA weights
+(``torch.optim.swa_utils``), gradient clipping and LR warm-up, and writes to
+``out_dir``:
+
+- ``metrics.csv``: one row per step (step, loss, grad_norm, lr, images_per_s, elapsed_s);
+- ``samples/step_NNNNNN.png``: EMA samples from the same x_T every ``sample_every`` steps;
+- ``checkpoints/last.pt`` (+ ``prev.pt``): model, EMA, optimizer, step, RNG states, config;
+- ``model_ema.pt``: the final EMA weights, what later chapters load;
+- ``summary.json``: steps, time, throughput, device.
+
+A Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a checkpoint and
+exits with status 130; ``--resume`` continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import find_resume_checkpoint, save_checkpoint, save_model
+from .config import TrainConfig, load_train_config
+from .data import TensorBatches, load_mnist, to_model_range
+from .errors import ConfigError, DiffusionError, TrainingInterrupted
+from .process import DiffusionProcess
+from .unet import DiffusionModel
+from .utils import atomic_write_text, project_root, resolve_device, seed_everything
+from .viz import save_grid
+
+__all__ = ["train", "TrainResult", "main", "METRIC_COLUMNS", "read_metrics", "device_name"]
+
+METRIC_COLUMNS = ["step", "loss", "grad_norm", "lr", "images_per_s", "elapsed_s"]
+# keys that may change between a run and its resumption
+_RESUMABLE_CHANGES = {"steps", "sample_every", "sample_n", "checkpoint_every", "device", "threads", "out_dir", "data_root"}
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    train_seconds: float
+    wall_seconds: float
+    images_per_s: float
+    device: str
+    model_path: Path
+    metrics_path: Path
+    resumed_from: Optional[int]
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name of the device (GPU model or CPU model and thread count)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a metrics CSV as dicts of floats (``step`` as int)."""
+    with open(path, newline="") as fh:
+        return [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (r[k] if k == "step" else f"{r[k]:.6g}") for k in METRIC_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between steps (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else project_root() / p
+
+
+def _check_same_run(saved: dict[str, Any], cfg: TrainConfig, ckpt_dir: Path) -> None:
+    now = cfg.to_dict()
+    diffs = [k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
+    if diffs:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diffs)
+        raise ConfigError(
+            f"cannot resume the run in {ckpt_dir}: its configuration differs ({detail}). "
+            "Use the original parameters, another out_dir, or --fresh to start over."
+        )
+
+
+def _archive_old_run(out: Path) -> Optional[Path]:
+    """Move a previous run's checkpoints aside (never deleted) before a fresh start."""
+    ckpt = out / "checkpoints"
+    if not ckpt.exists():
+        return None
+    dest = out / f"checkpoints.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    shutil.move(str(ckpt), str(dest))
+    return dest
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True,
+          log=print) -> TrainResult:
+    """Train as configured; see the module docstring for what is written where."""
+    if resume and fresh:
+        raise ConfigError("--resume and --fresh exclude each other")
+    out = _resolve(cfg.out_dir)
+    ckpt_dir = out / "checkpoints"
+    state = None
+    if resume:
+        state, notes = find_resume_checkpoint(ckpt_dir)
+        for n in notes:
+            log(n)
+        if state is not None:
+            _check_same_run(state["config"], cfg, ckpt_dir)
+    elif not fresh and ((ckpt_dir / "last.pt").exists() or (ckpt_dir / "prev.pt").exists()):
+        raise ConfigError(
+            f"{ckpt_dir} already holds a training run; pass --resume to continue it, "
+            "or --fresh to start over (the old checkpoints are moved aside, not deleted)"
+        )
+
+    # everything that can fail on bad input happens before anything is written
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    images, _ = load_mnist(cfg.data_root, train=True)
+    if cfg.train_subset:
+        images = images[: cfg.train_subset]
+    seed_everything(cfg.seed)
+    model = DiffusionModel(**cfg.unet_kwargs())
+    process = DiffusionProcess(
+        cfg.image_size, cfg.channels, cfg.noise_steps, cfg.schedule, model,
+        lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+        grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay or None, device=device,
+    )
+    batches = TensorBatches(images, cfg.batch_size, seed=cfg.seed, device=device)
+    metrics_path = out / "metrics.csv"
+    rows: list[dict[str, float]] = []
+    elapsed0, train_s0 = 0.0, 0.0
+    resumed_from = None
+    if state is not None:
+        process.load_state_dict(state["process"])
+        batches.load_state_dict(state["data"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and state["rng"].get("cuda") is not None:
+            with contextlib.suppress(RuntimeError):
+                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        elapsed0, train_s0 = float(state["elapsed_s"]), float(state["train_s"])
+        resumed_from = process.step
+        if metrics_path.exists():  # drop rows logged after the checkpoint: no step is logged twice
+            rows = [r for r in read_metrics(metrics_path) if r["step"] <= process.step]
+        log(f"resumed from step {process.step} in {ckpt_dir}")
+    elif fresh:
+        moved = _archive_old_run(out)
+        if moved:
+            log(f"previous checkpoints moved to {moved}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    sample_gen_seed = cfg.seed + 1  # the same x_T for every periodic grid
+    t_start = time.perf_counter()
+    train_s = train_s0
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "step": process.step,
+            "config": cfg.to_dict(),
+            "process": process.state_dict(),
+            "data": batches.state_dict(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
+            "elapsed_s": elapsed0 + time.perf_counter() - t_start,
+            "train_s": train_s,
+        }
+
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_dir / "last.pt", snapshot())
+        _write_metrics(metrics_path, rows)
+
+    def sample_grid(tag: str) -> None:
+        gen = torch.Generator().manual_seed(sample_gen_seed)
+        x = process.sample(cfg.sample_n, generator=gen)
+        save_grid(out / "samples" / f"{tag}.png", x, nrow=min(8, cfg.sample_n))
+
+    mininterval = 0.5 if sys.stderr.isatty() else 30.0
+    bar = tqdm(total=cfg.steps, initial=process.step, desc="train", unit="step", disable=not progress,
+               mininterval=mininterval, dynamic_ncols=True)
+    smooth = None
+    with _StopFlag() as stop:
+        try:
+            while process.step < cfg.steps:
+                t0 = time.perf_counter()
+                x = to_model_range(batches.next())
+                loss = process.train_step(x)
+                dt = time.perf_counter() - t0
+                train_s += dt
+                rows.append({"step": process.step, "loss": loss, "grad_norm": process.last_grad_norm,
+                             "lr": process.lr, "images_per_s": x.shape[0] / dt,
+                             "elapsed_s": elapsed0 + time.perf_counter() - t_start})
+                smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+                bar.update(1)
+                bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
+                step = process.step
+                if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
+                    sample_grid(f"step_{step:06d}")
+                if stop.signal is not None:
+                    checkpoint()
+                    raise TrainingInterrupted(
+                        f"training interrupted by signal {stop.signal} after step {step}; "
+                        f"checkpoint written to {ckpt_dir / 'last.pt'}. Resume with:\n"
+                        f"  python -m diffusion_lib.train --config <the same file> --resume"
+                    )
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                    checkpoint()
+        finally:
+            bar.close()
+        checkpoint()
+        sample_grid(f"step_{process.step:06d}")
+
+    wall = elapsed0 + time.perf_counter() - t_start
+    seen = process.step * cfg.batch_size
+    ips = seen / train_s if train_s > 0 else float("nan")
+    model_path = save_model(out / "model_ema.pt", process.eval_model, schedule=cfg.schedule,
+                            noise_steps=cfg.noise_steps, dataset=cfg.dataset, steps=process.step,
+                            config=cfg.to_dict())
+    summary = {
+        "steps": process.step,
+        "images_seen": seen,
+        "train_seconds": round(train_s, 2),
+        "wall_seconds": round(wall, 2),
+        "images_per_s": round(ips, 2),
+        "device": device.type,
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "parameters": model.num_parameters,
+        "final_loss_mean_100": sum(r["loss"] for r in rows[-100:]) / max(1, len(rows[-100:])),
+        "config": cfg.to_dict(),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    log(f"trained {process.step} steps in {wall / 60:.1f} min ({ips:.0f} images/s on {summary['device_name']}); "
+        f"EMA weights: {model_path}")
+    return TrainResult(out, process.step, train_s, wall, ips, device.type, model_path, metrics_path, resumed_from)
+
+
+def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m diffusion_lib.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="YAML file (a training config, or a chapter file with a train: section)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.pt (or prev.pt)")
+    g.add_argument("--fresh", action="store_true", help="start over; old checkpoints are moved aside")
+    p.add_argument("--steps", type=int, help="override the number of steps")
+    p.add_argument("--out-dir", help="override out_dir")
+    p.add_argument("--device", help="override the device (auto, cpu, cuda)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parse(argv)
+    overrides = {k: v for k, v in {"steps": args.steps, "out_dir": args.out_dir, "device": args.device}.items()
+                 if v is not None}
+    try:
+        cfg = load_train_config(args.config, overrides)
+        train(cfg, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
+    except TrainingInterrupted as exc:
+        print(f"\n{exc}".replace("<the same file>", args.config), file=sys.stderr)
+        return exc.exit_code
+    except DiffusionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:  # e.g. a CUDA device asked for on a machine without one
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The U-Net: shapes, the single concatenated time embedding, bad sizes."""
+
+import pytest
+import torch
+from torch import nn
+
+from diffusion_lib import DiffusionModel
+from diffusion_lib.unet import ResBlock
+
+
+@pytest.mark.parametrize("size,channels", [(28, 1), (32, 3)])
+def test_output_shape_defaults(size, channels):
+    model = DiffusionModel(image_size=size, channels=channels)
+    x = torch.randn(3, channels, size, size)
+    t = torch.randint(0, 1000, (3,))
+    assert model(x, t).shape == x.shape
+
+
+def test_configurable_width_depth_multipliers():
+    model = DiffusionModel(28, 1, base_channels=8, channel_mults=(1, 2, 4), num_res_blocks=2, attention=False)
+    small = DiffusionModel(28, 1, base_channels=8, channel_mults=(1, 2), num_res_blocks=1)
+    assert model.num_parameters > small.num_parameters
+    x = torch.randn(2, 1, 28, 28)
+    assert model(x, torch.tensor([0, 999])).shape == x.shape
+
+
+def test_exactly_one_time_embedding_layer_concatenated():
+    model = DiffusionModel()
+    # one learned layer touches the time step: no nn.Embedding, one nn.Linear in the whole model
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert linears == [model.time_embed]
+    assert not any(isinstance(m, nn.Embedding) for m in model.modules())
+    # every residual block takes the embedding as extra input channels of its first conv
+    for block in (m for m in model.modules() if isinstance(m, ResBlock)):
+        assert block.conv1.in_channels == block.norm1.num_channels + model.config.time_dim
+
+
+def test_output_depends_on_t():
+    torch.manual_seed(0)
+    model = DiffusionModel(28, 1, base_channels=8, channel_mults=(1, 2))
+    nn.init.normal_(model.out_conv.weight, std=0.1)  # the output layer starts at zero
+    x = torch.randn(2, 1, 28, 28)
+    a = model(x, torch.tensor([5, 5]))
+    b = model(x, torch.tensor([900, 900]))
+    assert not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("size", [30, 27])
+def test_size_the_unet_cannot_halve_is_rejected(size):
+    with pytest.raises(ValueError, match="cannot be halved"):
+        DiffusionModel(image_size=size, channels=1, channel_mults=(1, 2, 2))
+
+
+def test_wrong_input_shape_rejected():
+    model = DiffusionModel(28, 1, base_channels=8, channel_mults=(1, 2))
+    with pytest.raises(ValueError, match="channel"):
+        model(torch.randn(2, 3, 28, 28), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="not divisible"):
+        model(torch.randn(2, 1, 27, 27), torch.tensor([1, 2]))
+
+
+def test_odd_size_with_one_level_works():
+    model = DiffusionModel(image_size=27, channels=1, base_channels=8, channel_mults=(1,))
+    x = torch.randn(2, 1, 27, 27)
+    assert model(x, torch.tensor([1, 2])).shape == x.shape

@@ -1,0 +1,270 @@
+"""The training program: outputs, checkpoints, resume, interruption, bad input."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from diffusion_lib.checkpoint import load_checkpoint, load_model, save_model
+from diffusion_lib.config import TrainConfig, from_dict
+from diffusion_lib.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from diffusion_lib.train import METRIC_COLUMNS, read_metrics, train
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "DIFFUSION_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+def cfg_of(d):
+    return from_dict(TrainConfig, d)
+
+
+def write_cfg(tmp_path, d, name="train.yaml"):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump({"train": d}))
+    return p
+
+
+def run_cli(args, **kw):
+    return subprocess.run([sys.executable, "-m", "diffusion_lib.train", *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, **kw)
+
+
+def test_outputs_of_a_short_run(tiny_train):
+    d = tiny_train(sample_every=6)
+    res = train(cfg_of(d), progress=False, log=lambda *_: None)
+    out = Path(d["out_dir"])
+    rows = read_metrics(out / "metrics.csv")
+    assert [r["step"] for r in rows] == list(range(1, 13))
+    assert list(rows[0]) == METRIC_COLUMNS
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_000006.png", "step_000012.png"]
+    ck = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert ck["step"] == 12 and {"model", "ema", "optimizer"} <= set(ck["process"])
+    assert "torch" in ck["rng"] and ck["config"]["seed"] == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 12 and summary["images_seen"] == 12 * 16
+    model, meta = load_model(res.model_path)
+    assert meta["schedule"] == "linear" and meta["steps"] == 12
+
+
+def test_model_export_round_trip(tmp_path):
+    from diffusion_lib import DiffusionModel
+
+    m = DiffusionModel(28, 1, base_channels=8, channel_mults=(1, 2), time_dim=8)
+    torch.nn.init.normal_(m.out_conv.weight, std=0.05)
+    save_model(tmp_path / "m.pt", m, note="x")
+    m2, meta = load_model(tmp_path / "m.pt")
+    x, t = torch.randn(3, 1, 28, 28), torch.tensor([1, 500, 999])
+    assert meta == {"note": "x"}
+    assert torch.equal(m.eval()(x, t), m2(x, t))
+
+
+def test_resume_in_process_equals_uninterrupted(tiny_train, tmp_path):
+    full = tiny_train(deterministic=True)
+    train(cfg_of(full), progress=False, log=lambda *_: None)
+    part = {**full, "out_dir": str(tmp_path / "part")}
+    train(cfg_of({**part, "steps": 8}), progress=False, log=lambda *_: None)
+    notes = []
+    res = train(cfg_of(part), resume=True, progress=False, log=notes.append)
+    assert res.resumed_from == 8 and any("resumed from step 8" in n for n in notes)
+    _assert_same_run(Path(full["out_dir"]), tmp_path / "part")
+
+
+def _assert_same_run(a: Path, b: Path):
+    ca, cb = load_checkpoint(a / "checkpoints/last.pt"), load_checkpoint(b / "checkpoints/last.pt")
+    assert ca["step"] == cb["step"]
+    for part in ("model", "ema"):
+        sa, sb = ca["process"][part], cb["process"][part]
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), (part, k)
+    ra, rb = read_metrics(a / "metrics.csv"), read_metrics(b / "metrics.csv")
+    assert [r["step"] for r in rb] == list(range(1, ca["step"] + 1))  # no step logged twice
+    for x, y in zip(ra, rb):
+        assert [x[k] for k in ("step", "loss", "grad_norm", "lr")] == [y[k] for k in ("step", "loss", "grad_norm", "lr")]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    base = {"steps": 60, "batch_size": 16, "train_subset": 512, "noise_steps": 50,
+            "model": {"base_channels": 8, "channel_mults": [1, 2], "time_dim": 8, "attention": False},
+            "checkpoint_every": 5, "device": "cpu", "threads": 1, "deterministic": True, "seed": 11}
+    ref = write_cfg(tmp_path, {**base, "out_dir": str(tmp_path / "ref")}, "ref.yaml")
+    assert run_cli(["--config", str(ref), "--no-progress"]).returncode == 0
+    killed = write_cfg(tmp_path, {**base, "out_dir": str(tmp_path / "killed")}, "killed.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "diffusion_lib.train", "--config", str(killed), "--no-progress"],
+                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    last = tmp_path / "killed/checkpoints/last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(random.uniform(0.05, 0.6))  # a random step after the first checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    step_at_kill = load_checkpoint(last)["step"] if last.exists() else None
+    r = run_cli(["--config", str(killed), "--resume", "--no-progress"])
+    assert r.returncode == 0, r.stderr
+    assert step_at_kill is None or step_at_kill < 60
+    _assert_same_run(tmp_path / "ref", tmp_path / "killed")
+
+
+@pytest.mark.slow
+def test_sigint_writes_checkpoint_and_says_how_to_resume(tmp_path):
+    base = {"steps": 5000, "batch_size": 16, "train_subset": 512, "noise_steps": 50,
+            "model": {"base_channels": 8, "channel_mults": [1, 2], "time_dim": 8, "attention": False},
+            "checkpoint_every": 1000, "device": "cpu", "out_dir": str(tmp_path / "run")}
+    cfg = write_cfg(tmp_path, base)
+    proc = subprocess.Popen([sys.executable, "-m", "diffusion_lib.train", "--config", str(cfg), "--no-progress"],
+                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    deadline = time.time() + 120
+    metrics_seen = False
+    while time.time() < deadline and not metrics_seen:  # wait until training steps are running
+        time.sleep(0.2)
+        metrics_seen = proc.poll() is None and (tmp_path / "run").exists()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in err and "interrupted" in err
+    ck = load_checkpoint(tmp_path / "run/checkpoints/last.pt")
+    assert 0 < ck["step"] < 5000
+    assert read_metrics(tmp_path / "run/metrics.csv")[-1]["step"] == ck["step"]
+
+
+def test_cli_bad_config_one_message_nothing_written(tmp_path):
+    cfg = write_cfg(tmp_path, {"stepz": 10, "lr": -1, "out_dir": str(tmp_path / "out")})
+    r = run_cli(["--config", str(cfg)])
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: invalid training configuration")
+    assert "did you mean 'steps'" in r.stderr and "lr: must be in (0, 1)" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_unknown_schedule(tmp_path):
+    cfg = write_cfg(tmp_path, {"schedule": "sigmoid", "out_dir": str(tmp_path / "out")})
+    r = run_cli(["--config", str(cfg)])
+    assert r.returncode == 2 and "schedule: must be one of ['cosine', 'linear', 'quadratic']" in r.stderr
+
+
+def test_existing_run_needs_resume_or_fresh(tiny_train):
+    d = tiny_train(steps=4)
+    train(cfg_of(d), progress=False, log=lambda *_: None)
+    last = Path(d["out_dir"]) / "checkpoints/last.pt"
+    before = last.read_bytes()
+    with pytest.raises(ConfigError, match="--resume"):
+        train(cfg_of(d), progress=False, log=lambda *_: None)
+    assert last.read_bytes() == before
+    train(cfg_of(d), fresh=True, progress=False, log=lambda *_: None)
+    old = list(Path(d["out_dir"]).glob("checkpoints.old-*/last.pt"))
+    assert len(old) == 1 and old[0].read_bytes() == before  # moved aside, not deleted
+
+
+def test_resume_with_a_different_run_is_refused(tiny_train):
+    d = tiny_train(steps=4)
+    train(cfg_of(d), progress=False, log=lambda *_: None)
+    with pytest.raises(ConfigError, match="schedule"):
+        train(cfg_of({**d, "schedule": "cosine"}), resume=True, progress=False, log=lambda *_: None)
+    # more steps is a legitimate continuation
+    res = train(cfg_of({**d, "steps": 6}), resume=True, progress=False, log=lambda *_: None)
+    assert res.steps == 6
+
+
+def test_truncated_checkpoint_falls_back_to_previous(tiny_train):
+    d = tiny_train(steps=8, checkpoint_every=4)
+    train(cfg_of(d), progress=False, log=lambda *_: None)
+    ck = Path(d["out_dir"]) / "checkpoints"
+    data = (ck / "last.pt").read_bytes()
+    (ck / "last.pt").write_bytes(data[: len(data) // 2])
+    notes = []
+    res = train(cfg_of({**d, "steps": 10}), resume=True, progress=False, log=notes.append)
+    assert res.resumed_from == 4
+    assert any("truncated" in n for n in notes) and any("previous good checkpoint" in n for n in notes)
+
+
+def test_foreign_checkpoint_is_a_clear_error(tmp_path):
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a diffusion_lib/checkpoint/v1 file"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip at all")
+    with pytest.raises(CheckpointError, match="truncated or is not a checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_train, monkeypatch):
+    from diffusion_lib.process import DiffusionProcess
+
+    d = tiny_train(steps=10, checkpoint_every=4)
+    real = DiffusionProcess.loss
+
+    def poisoned(self, x0, t=None, noise=None):
+        loss = real(self, x0, t, noise)
+        return loss * float("nan") if self.step == 6 else loss
+
+    monkeypatch.setattr(DiffusionProcess, "loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="step 7") as err:
+        train(cfg_of(d), progress=False, log=lambda *_: None)
+    assert "learning rate" in str(err.value)
+    assert load_checkpoint(Path(d["out_dir"]) / "checkpoints/last.pt")["step"] == 4
+
+
+def test_missing_dataset_names_the_four_files(tmp_path, monkeypatch, tiny_train):
+    monkeypatch.setenv("DIFFUSION_SHARED_DATA", str(tmp_path / "nowhere"))
+    d = tiny_train(data_root=str(tmp_path / "empty"))
+    with pytest.raises(DataError) as err:
+        train(cfg_of(d), progress=False, log=lambda *_: None)
+    msg = str(err.value)
+    for name in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]:
+        assert name in msg
+    assert str(tmp_path / "empty" / "MNIST" / "raw") in msg
+    assert not Path(d["out_dir"]).exists()
+
+
+def test_corrupt_dataset_file_names_file_and_checksum(tmp_path, tiny_train):
+    from diffusion_lib.data import MNIST_FILES, prepare_mnist
+
+    root = prepare_mnist(tmp_path / "data")  # copies the four files from the shared folder
+    f = root / "MNIST/raw/train-labels-idx1-ubyte.gz"
+    f.write_bytes(f.read_bytes()[:1000])
+    with pytest.raises(DataError) as err:
+        train(cfg_of(tiny_train(data_root=str(root))), progress=False, log=lambda *_: None)
+    msg = str(err.value)
+    assert "train-labels-idx1-ubyte.gz" in msg and MNIST_FILES["train-labels-idx1-ubyte.gz"] in msg
+    assert "make data" in msg
+
+
+def test_mnist_loads_offline_with_known_statistics():
+    from diffusion_lib.data import load_mnist
+
+    x, y = load_mnist("data", train=True)
+    assert x.shape == (60000, 28, 28) and x.dtype == torch.uint8
+    assert torch.bincount(y).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+    assert (x.float() / 255).mean().item() == pytest.approx(0.130660, abs=1e-5)
+    xt, yt = load_mnist("data", train=False)
+    assert xt.shape == (10000, 28, 28) and yt[:5].tolist() == [7, 2, 1, 0, 4]
+
+
+def test_batches_resume_exactly():
+    from diffusion_lib.data import TensorBatches
+
+    imgs = torch.arange(100, dtype=torch.uint8).view(100, 1, 1)
+    a = TensorBatches(imgs, 16, seed=1)
+    seq = [a.next() for _ in range(9)]  # crosses an epoch boundary (6 batches per epoch)
+    b = TensorBatches(imgs, 16, seed=1)
+    for _ in range(4):
+        b.next()
+    c = TensorBatches(imgs, 16, seed=99)
+    c.load_state_dict(b.state_dict())
+    assert all(torch.equal(x, y) for x, y in zip(seq[4:], [c.next() for _ in range(5)]))
+    assert torch.equal(torch.sort(torch.cat(seq[:6]).flatten()).values.unique(), torch.cat(seq[:6]).flatten().unique())
