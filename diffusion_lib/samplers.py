@@ -12,7 +12,7 @@ from typing import Callable, Literal, Optional
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .schedules import NoiseSchedule, extract
 from .utils import randn

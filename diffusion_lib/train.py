@@ -46,7 +46,7 @@ from .unet import DiffusionModel
 from .utils import atomic_write_text, project_root, resolve_device, seed_everything
 from .viz import save_grid
 
-__all__ = ["train", "TrainResult", "main", "METRIC_COLUMNS", "read_metrics", "device_name"]
+__all__ = ["train", "finished_run", "TrainResult", "main", "METRIC_COLUMNS", "read_metrics", "device_name"]
 
 METRIC_COLUMNS = ["step", "loss", "grad_norm", "lr", "images_per_s", "elapsed_s"]
 # keys that may change between a run and its resumption
@@ -133,34 +133,63 @@ def _check_same_run(saved: dict[str, Any], cfg: TrainConfig, ckpt_dir: Path) -> 
         )
 
 
+_RESULT_FILES = ("metrics.csv", "model_ema.pt", "summary.json", "samples")
+
+
 def _archive_old_run(out: Path) -> Optional[Path]:
-    """Move a previous run's checkpoints aside (never deleted) before a fresh start."""
-    ckpt = out / "checkpoints"
-    if not ckpt.exists():
+    """Move a previous run (checkpoints and results) aside, never deleting it, before a fresh start."""
+    items = [out / "checkpoints", *(out / name for name in _RESULT_FILES)]
+    items = [p for p in items if p.exists()]
+    if not items:
         return None
-    dest = out / f"checkpoints.old-{time.strftime('%Y%m%d-%H%M%S')}"
-    shutil.move(str(ckpt), str(dest))
+    dest = out / f"old-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in items:
+        shutil.move(str(p), str(dest / p.name))
     return dest
+
+
+def finished_run(cfg: TrainConfig) -> Optional[dict[str, Any]]:
+    """The summary of a completed run of ``cfg`` in its out_dir (same run identity, enough steps), else None."""
+    out = _resolve(cfg.out_dir)
+    if not (out / "summary.json").is_file() or not (out / "model_ema.pt").is_file():
+        return None
+    summary = json.loads((out / "summary.json").read_text())
+    saved, now = summary.get("config", {}), cfg.to_dict()
+    same = all(saved.get(k) == now[k] for k in now if k not in _RESUMABLE_CHANGES)
+    return summary if same and summary.get("steps", 0) >= cfg.steps else None
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True,
           log=print) -> TrainResult:
-    """Train as configured; see the module docstring for what is written where."""
+    """Train as configured; see the module docstring for what is written where.
+
+    ``resume`` continues from ``out_dir/checkpoints`` (a finished run is left as it
+    is); ``fresh`` moves an earlier run in ``out_dir`` aside and starts over.
+    Without either, an ``out_dir`` that already holds a run is an error, so no
+    result is ever overwritten by accident.
+    """
     if resume and fresh:
         raise ConfigError("--resume and --fresh exclude each other")
     out = _resolve(cfg.out_dir)
     ckpt_dir = out / "checkpoints"
+    has_ckpt = (ckpt_dir / "last.pt").exists() or (ckpt_dir / "prev.pt").exists()
+    has_results = any((out / name).exists() for name in _RESULT_FILES)
     state = None
-    if resume:
+    if resume and has_ckpt:
         state, notes = find_resume_checkpoint(ckpt_dir)
         for n in notes:
             log(n)
-        if state is not None:
-            _check_same_run(state["config"], cfg, ckpt_dir)
-    elif not fresh and ((ckpt_dir / "last.pt").exists() or (ckpt_dir / "prev.pt").exists()):
+        _check_same_run(state["config"], cfg, ckpt_dir)
+        done = finished_run(cfg)
+        if state["step"] >= cfg.steps and done is not None:
+            log(f"the run in {out} is already complete ({state['step']} steps); nothing to do")
+            return _result_from_summary(out, done, resumed_from=state["step"])
+    elif not fresh and (has_ckpt or has_results):
+        what = "a training run" if has_ckpt else "the results of an earlier run"
         raise ConfigError(
-            f"{ckpt_dir} already holds a training run; pass --resume to continue it, "
-            "or --fresh to start over (the old checkpoints are moved aside, not deleted)"
+            f"{out} already holds {what}; pass --resume to continue it, or --fresh to start over "
+            "(the old run is moved aside into an old-<time> folder, not deleted)"
         )
 
     # everything that can fail on bad input happens before anything is written
@@ -200,7 +229,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
     elif fresh:
         moved = _archive_old_run(out)
         if moved:
-            log(f"previous checkpoints moved to {moved}")
+            log(f"the previous run was moved to {moved}")
 
     out.mkdir(parents=True, exist_ok=True)
     sample_gen_seed = cfg.seed + 1  # the same x_T for every periodic grid
@@ -286,6 +315,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
     log(f"trained {process.step} steps in {wall / 60:.1f} min ({ips:.0f} images/s on {summary['device_name']}); "
         f"EMA weights: {model_path}")
     return TrainResult(out, process.step, train_s, wall, ips, device.type, model_path, metrics_path, resumed_from)
+
+
+def _result_from_summary(out: Path, summary: dict[str, Any], resumed_from: Optional[int]) -> TrainResult:
+    return TrainResult(out, int(summary["steps"]), float(summary["train_seconds"]), float(summary["wall_seconds"]),
+                       float(summary["images_per_s"]), str(summary["device"]), out / "model_ema.pt",
+                       out / "metrics.csv", resumed_from)
 
 
 def _parse(argv: Optional[list[str]]) -> argparse.Namespace:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UNetConfig", "DiffusionModel", "sinusoidal_features"]
+__all__ = ["UNetConfig", "DiffusionModel", "sinusoidal_features", "summarize"]
 
 
 def sinusoidal_features(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -246,3 +246,45 @@ def _validate(cfg: UNetConfig) -> None:
         raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.noise_steps < 2:
         raise ValueError("noise_steps must be at least 2")
+
+
+def summarize(model: DiffusionModel, batch: int = 1) -> list[dict]:
+    """One row per top-level block of the U-Net, in execution order.
+
+    Each row: ``name``, ``kind`` (class name), ``stage`` (down/mid/up/io),
+    ``out_shape`` (C, H, W) for one forward pass of a ``batch`` of inputs, and
+    ``params``. Built from forward hooks, so it describes what really runs.
+    """
+    rows: list[dict] = []
+    blocks: list[tuple[str, str, nn.Module]] = [("stem", "io", model.stem)]
+    blocks += [(f"down.{i}", "down", m) for i, m in enumerate(model.down)]
+    blocks += [("mid1", "mid", model.mid1), ("mid_attn", "mid", model.mid_attn), ("mid2", "mid", model.mid2)]
+    blocks += [(f"up.{i}", "up", m) for i, m in enumerate(model.up)]
+    blocks += [("out_norm", "io", model.out_norm), ("out_conv", "io", model.out_conv)]
+    hooks = []
+    for name, stage, module in blocks:
+        def hook(mod, inp, out, name=name, stage=stage):
+            kind = type(mod).__name__
+            if kind == "Conv2d" and mod.stride == (2, 2):
+                kind = "Downsample (conv, stride 2)"
+            elif kind == "Sequential":
+                kind = "Upsample (nearest + conv)"
+            elif kind == "GroupNorm":
+                kind = "GroupNorm + SiLU"
+            elif kind == "Identity":
+                kind = "(no attention)"
+            rows.append({"name": name, "kind": kind, "stage": stage, "out_shape": tuple(out.shape[1:]),
+                         "params": sum(p.numel() for p in mod.parameters())})
+        hooks.append(module.register_forward_hook(hook))
+    try:
+        cfg = model.config
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            model(torch.zeros(batch, cfg.channels, cfg.image_size, cfg.image_size, device=device),
+                  torch.zeros(batch, dtype=torch.long, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+    rows.insert(0, {"name": "time_embed", "kind": "Linear (the one time embedding)", "stage": "time",
+                    "out_shape": (cfg.time_dim,), "params": sum(p.numel() for p in model.time_embed.parameters())})
+    return rows

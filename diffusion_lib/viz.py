@@ -12,7 +12,7 @@ from torchvision.utils import make_grid
 from .data import to_unit_range
 from .utils import atomic_write_bytes
 
-__all__ = ["grid_image", "save_grid", "show_grid", "show_strips"]
+__all__ = ["grid_image", "save_grid", "show_grid", "show_strips", "plot_unet"]
 
 
 def grid_image(x: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Tensor:
@@ -69,3 +69,45 @@ def show_strips(rows: Sequence[torch.Tensor], row_labels: Sequence[str], col_lab
         axes[i, 0].set_ylabel(row_labels[i], fontsize=8, rotation=0, ha="right", va="center")
     fig.tight_layout()
     return fig
+
+
+def plot_unet(rows: Sequence[dict], ax=None):
+    """A schematic of the U-Net from :func:`diffusion_lib.unet.summarize` rows.
+
+    Blocks run left to right in execution order; their height is the spatial
+    resolution (lower = coarser), each box is labelled with its output channels;
+    grey arcs are the skip connections between the down and up paths.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    blocks = [r for r in rows if r["stage"] != "time"]
+    sizes = sorted({r["out_shape"][-1] for r in blocks}, reverse=True)
+    level = {s: i for i, s in enumerate(sizes)}
+    colours = {"ResBlock": "#4C72B0", "SelfAttention": "#C44E52", "Downsample": "#55A868",
+               "Upsample": "#8172B2", "Conv2d": "#777777", "GroupNorm": "#999999"}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(8, 0.62 * len(blocks)), 3.4))
+    for i, r in enumerate(blocks):
+        key = next((k for k in colours if r["kind"].startswith(k)), "Conv2d")
+        y = -level[r["out_shape"][-1]]
+        ax.add_patch(FancyBboxPatch((i - 0.38, y - 0.3), 0.76, 0.6, boxstyle="round,pad=0.02",
+                                    fc=colours[key], ec="black", lw=0.5, alpha=0.9))
+        ax.text(i, y, str(r["out_shape"][0]), ha="center", va="center", color="white", fontsize=8, weight="bold")
+    names = [r["name"] for r in blocks]
+    downs = [i for i, r in enumerate(blocks) if r["stage"] in ("down",) or r["name"] == "stem"]
+    ups = [i for i, r in enumerate(blocks) if r["stage"] == "up" and r["kind"] == "ResBlock"]
+    for d, u in zip(reversed(downs), ups):  # skips are consumed last-in, first-out
+        yd, yu = -level[blocks[d]["out_shape"][-1]], -level[blocks[u]["out_shape"][-1]]
+        ax.annotate("", xy=(u, yu + 0.32), xytext=(d, yd + 0.32),
+                    arrowprops=dict(arrowstyle="->", color="grey", lw=0.6, connectionstyle="arc3,rad=-0.25"))
+    ax.set_xlim(-0.7, len(blocks) - 0.3)
+    ax.set_ylim(-len(sizes) + 0.4, 2.4)
+    ax.set_yticks([-i for i in range(len(sizes))], [f"{s}x{s}" for s in sizes])
+    ax.set_xticks(range(len(blocks)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("resolution")
+    for s in ("top", "right"):
+        ax.spines[s].set_visible(False)
+    handles = [plt.Rectangle((0, 0), 1, 1, fc=c) for c in colours.values()]
+    ax.legend(handles, list(colours), ncol=6, fontsize=7, loc="upper center", frameon=False)
+    return ax

@@ -160,14 +160,36 @@ def test_cli_unknown_schedule(tmp_path):
 def test_existing_run_needs_resume_or_fresh(tiny_train):
     d = tiny_train(steps=4)
     train(cfg_of(d), progress=False, log=lambda *_: None)
-    last = Path(d["out_dir"]) / "checkpoints/last.pt"
-    before = last.read_bytes()
+    out = Path(d["out_dir"])
+    before = {p: p.read_bytes() for p in [out / "checkpoints/last.pt", out / "model_ema.pt", out / "metrics.csv"]}
     with pytest.raises(ConfigError, match="--resume"):
         train(cfg_of(d), progress=False, log=lambda *_: None)
-    assert last.read_bytes() == before
+    assert all(p.read_bytes() == b for p, b in before.items())
+    # a finished run resumed is left alone
+    notes = []
+    train(cfg_of(d), resume=True, progress=False, log=notes.append)
+    assert any("already complete" in n for n in notes)
+    assert all(p.read_bytes() == b for p, b in before.items())
+    # --fresh moves the old run aside, never deletes it
     train(cfg_of(d), fresh=True, progress=False, log=lambda *_: None)
-    old = list(Path(d["out_dir"]).glob("checkpoints.old-*/last.pt"))
-    assert len(old) == 1 and old[0].read_bytes() == before  # moved aside, not deleted
+    (old,) = out.glob("old-*")
+    for p, b in before.items():
+        assert (old / p.relative_to(out)).read_bytes() == b
+
+
+def test_results_without_checkpoints_are_protected(tiny_train):
+    """A fresh clone has the committed results but no checkpoints: training must not overwrite them."""
+    d = tiny_train(steps=4)
+    train(cfg_of(d), progress=False, log=lambda *_: None)
+    out = Path(d["out_dir"])
+    import shutil
+
+    shutil.rmtree(out / "checkpoints")
+    model = (out / "model_ema.pt").read_bytes()
+    for kw in ({}, {"resume": True}):
+        with pytest.raises(ConfigError, match="results of an earlier run"):
+            train(cfg_of(d), progress=False, log=lambda *_: None, **kw)
+    assert (out / "model_ema.pt").read_bytes() == model
 
 
 def test_resume_with_a_different_run_is_refused(tiny_train):

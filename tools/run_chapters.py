@@ -1,0 +1,129 @@
+"""Execute the chapters of a profile with papermill, in dependency order.
+
+    python tools/run_chapters.py --profile quick [--only 03_train] [--results-root results]
+
+For each ``chapters/NN_name.ipynb`` (in number order: chapter 03 trains the model
+that later chapters load) this runs the equivalent of
+
+    papermill chapters/NN_name.ipynb results/<profile>/NN_name.ipynb -f params/<profile>/NN_name.yaml
+
+but writes to a temporary file first: the executed notebook replaces the
+previous one only when every cell succeeded. A failed run leaves the old results
+in place, keeps the failed notebook in ``results/<profile>/failed/`` and stops
+(later chapters depend on earlier ones). Wall times go to
+``results/<profile>/timings.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILES = ("quick", "cpu", "gpu")
+
+
+def chapters() -> list[Path]:
+    return sorted(p for p in (ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+
+
+def machine() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)} (CUDA)"
+        threads = torch.get_num_threads()
+    except ImportError:  # pragma: no cover
+        threads = os.cpu_count()
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {threads} threads (CPU)"
+
+
+def _atomic_json(path: Path, data: dict) -> None:
+    sys.path.insert(0, str(ROOT))
+    from diffusion_lib.utils import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -> int:
+    import papermill as pm
+    import yaml
+
+    todo = chapters()
+    if only:
+        wanted = set(only)
+        todo = [p for p in todo if p.stem in wanted or p.stem[:2] in wanted]
+        missing = wanted - {p.stem for p in todo} - {p.stem[:2] for p in todo}
+        if missing:
+            print(f"error: no chapter named {', '.join(sorted(missing))}", file=sys.stderr)
+            return 2
+    param_files = {p: ROOT / "params" / profile / f"{p.stem}.yaml" for p in todo}
+    absent = [str(f.relative_to(ROOT)) for f in param_files.values() if not f.exists()]
+    if absent:
+        print(f"error: profile {profile!r} has no parameter file for: {', '.join(absent)}", file=sys.stderr)
+        return 2
+    out_dir = results_root / profile
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings_path = out_dir / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    for nb in todo:
+        params = yaml.safe_load(param_files[nb].read_text()) or {}
+        # the chapters write their artifacts where this run puts its notebooks
+        params["results_dir"] = str(out_dir.relative_to(ROOT)) if out_dir.is_relative_to(ROOT) else str(out_dir)
+        params.update(extra)
+        final = out_dir / nb.name
+        tmp = out_dir / f".{nb.stem}.running.ipynb"
+        print(f"[{profile}] {nb.stem}: executing -> {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final}",
+              flush=True)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(ROOT), kernel_name="python3",
+                                progress_bar=sys.stderr.isatty(), request_save_on_cell_execute=True)
+        except BaseException as exc:  # a failing cell, a dead kernel, or Ctrl-C
+            failed = out_dir / "failed" / nb.name
+            failed.parent.mkdir(exist_ok=True)
+            if tmp.exists():
+                os.replace(tmp, failed)
+            kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            print(f"[{profile}] {nb.stem} {kind}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}\n"
+                  f"  the previous results are untouched; the partial notebook is {failed}", file=sys.stderr)
+            return 130 if kind == "interrupted" else 1
+        seconds = time.perf_counter() - t0
+        os.replace(tmp, final)
+        timings[nb.stem] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                            "machine": machine()}
+        _atomic_json(timings_path, timings)
+        print(f"[{profile}] {nb.stem}: done in {seconds / 60:.1f} min", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", required=True, choices=PROFILES)
+    ap.add_argument("--only", nargs="*", help="chapter names or numbers (default: all)")
+    ap.add_argument("--results-root", default=str(ROOT / "results"), help="where <profile>/ results go")
+    ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "YAML_VALUE"),
+                    help="override a parameter in every chapter")
+    args = ap.parse_args(argv)
+    import yaml
+
+    extra = {k: yaml.safe_load(v) for k, v in args.param}
+    return run(args.profile, args.only, Path(args.results_root).resolve(), extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
