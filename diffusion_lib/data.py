@@ -188,3 +188,22 @@ class TensorBatches:
         self._perm = torch.randperm(len(self.images), generator=self.generator)
         self.epoch = int(state["epoch"])
         self.pos = int(state["pos"])
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m diffusion_lib.data [ROOT]``: the project's data step (copy, verify, extract MNIST)."""
+    import sys
+
+    root = (argv if argv is not None else sys.argv[1:]) or ["data"]
+    try:
+        x, _ = load_mnist(root[0], train=True)
+        xt, _ = load_mnist(root[0], train=False)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"MNIST ready in {resolve_root(root[0]) / 'MNIST'}: {len(x):,} training and {len(xt):,} test images")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+# Two commands for a new user:  `make report`  and  `make test`.
+# PROFILE defaults to `gpu` on a CUDA machine and `quick` elsewhere; `make report PROFILE=cpu` etc.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# what pip installs for PyTorch; override e.g. with TORCH_SPEC="torch==2.11.* torchvision"
+TORCH_SPEC ?= torch torchvision
+PROFILE ?= $(shell $(PY) -c "import torch; print('gpu' if torch.cuda.is_available() else 'quick')" 2>/dev/null || echo quick)
+CHAPTERS_PY := $(wildcard chapters/[0-9][0-9]_*.py)
+
+.PHONY: help setup data sync results report render test test-fast clean-quick
+
+help:
+	@echo "make report   execute the chapters of PROFILE (default: gpu with CUDA, else quick) and render the report"
+	@echo "make test     run the test suite"
+	@echo "make results  only execute the chapters (results/PROFILE/)"
+	@echo "make render   only render results/PROFILE/ into the report"
+	@echo "make data     copy/verify/extract MNIST (offline from ../shared/data when present)"
+	@echo "make sync     bring every chapter's .py and .ipynb into sync (jupytext)"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[notebooks,test]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null
+	touch $@
+
+data: setup
+	$(PY) -m diffusion_lib.data data
+
+sync: setup
+	$(VENV)/bin/jupytext --sync $(CHAPTERS_PY)
+
+results: setup data sync
+	$(PY) tools/run_chapters.py --profile $(PROFILE)
+
+report: results
+	$(PY) tools/render_report.py --profile $(PROFILE)
+
+render: setup
+	$(PY) tools/render_report.py --profile $(PROFILE)
+
+test: setup data
+	$(PY) -m pytest -q
+
+test-fast: setup data
+	$(PY) -m pytest -q -m "not slow"
+
+clean-quick:
+	rm -rf results/quick _book/quick report/quick
