@@ -150,6 +150,7 @@ display(claim(f"Across {n_moment_draws} draws per step, the empirical variance m
 # (and the indentation the assignment's PDF flattened is restored).
 
 # %%
+import torch
 from diffusion_lib import DiffusionProcess
 
 def check_diffusion_process(diffusion_class):

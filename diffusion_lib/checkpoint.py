@@ -12,7 +12,6 @@ import contextlib
 import io
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,7 +20,7 @@ from torch import nn
 
 from .errors import CheckpointError
 from .unet import DiffusionModel
-from .utils import atomic_write_bytes
+from .utils import atomic_write_bytes, temp_file_beside
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -59,7 +58,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = _serialize({"format": CHECKPOINT_FORMAT, **state})
     _check_space(path.parent, len(data))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

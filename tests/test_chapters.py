@@ -1,0 +1,140 @@
+"""Chapters: Jupytext pairs in sync, parameters cells, the assignment's checks verbatim, papermill runs."""
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))
+SPEC = ROOT.parent / "shared" / "spec" / "assignment.md"
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def test_there_are_chapters():
+    assert [p.stem for p in CHAPTERS][:3] == ["01_unet", "02_process", "03_train"]
+
+
+@pytest.mark.parametrize("py", CHAPTERS, ids=lambda p: p.stem)
+def test_pair_in_sync_and_clean(py):
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} missing: run `make sync`"
+    text_nb = jupytext.read(py)
+    nb = nbformat.read(ipynb, as_version=4)
+    assert _cells(text_nb) == _cells(nb), f"{py.name} and {ipynb.name} differ: run `make sync`"
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit chapters without outputs"
+
+
+@pytest.mark.parametrize("py", CHAPTERS, ids=lambda p: p.stem)
+def test_first_code_cell_is_parameters(py):
+    nb = jupytext.read(py)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert "parameters" in first.metadata.get("tags", [])
+    assert "profile" in first.source and "results_dir" in first.source
+
+
+@pytest.mark.parametrize("profile", ["quick", "cpu", "gpu"])
+def test_every_profile_has_parameters_for_every_chapter(profile):
+    for py in CHAPTERS:
+        f = ROOT / "params" / profile / f"{py.stem}.yaml"
+        assert f.exists(), f
+        params = yaml.safe_load(f.read_text())
+        assert params["profile"] == profile and params["results_dir"] == f"results/{profile}"
+        # every injected name is a parameter the chapter declares
+        declared = next(c for c in jupytext.read(py).cells if c.cell_type == "code").source
+        for key in params:
+            assert f"{key} =" in declared, f"{f}: {key} is not a parameter of {py.name}"
+
+
+def _check_cell(chapter: str, name: str) -> str:
+    nb = jupytext.read(ROOT / "chapters" / f"{chapter}.py")
+    return next(c.source for c in nb.cells if c.cell_type == "code" and f"def {name}(" in c.source)
+
+
+@pytest.mark.parametrize("chapter,name,line", [
+    ("01_unet", "check_diffusion_model", "DiffusionModel implementation is correct!"),
+    ("02_process", "check_diffusion_process", "DiffusionProcess implementation is correct!"),
+])
+def test_assignment_check_runs_verbatim(chapter, name, line):
+    code = _check_cell(chapter, name)
+    if SPEC.exists():  # every line but the import is the assignment's own
+        spec_lines = {ln.strip().removeprefix("In [ ]:").strip() for ln in SPEC.read_text().splitlines()}
+        for ln in code.splitlines():
+            s = ln.strip()
+            if s and not s.startswith("from diffusion_lib import"):
+                assert s in spec_lines, f"not in the assignment: {s!r}"
+    out = io.StringIO()
+    ns: dict = {}
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, f"<{chapter}>", "exec"), ns)
+    assert line in out.getvalue()
+    assert ns[name](ns["DiffusionModel" if "model" in name else "DiffusionProcess"]) is True
+
+
+def _outputs(nb):
+    for c in nb.cells:
+        if c.cell_type == "code":
+            yield from c.get("outputs", [])
+
+
+def _text(nb) -> str:
+    parts = []
+    for o in _outputs(nb):
+        if o.output_type == "stream":
+            parts.append(o.text)
+        elif "data" in o:
+            parts.append(str(o.data.get("text/markdown", "")) + str(o.data.get("text/plain", "")))
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+def test_quick_profile_runs_end_to_end(tmp_path):
+    r = subprocess.run([sys.executable, "tools/run_chapters.py", "--profile", "quick", "--results-root", str(tmp_path),
+                        "--only", "01", "02", "03"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "quick"
+    for stem in ["01_unet", "02_process", "03_train"]:
+        nb = nbformat.read(out / f"{stem}.ipynb", as_version=4)
+        assert not [o for o in _outputs(nb) if o.output_type == "error"], stem
+        assert "Traceback" not in _text(nb)
+        assert "claim-warning" not in _text(nb)
+        assert any(o.output_type == "display_data" and "image/png" in o.data for o in _outputs(nb)) or stem == "01_unet"
+    assert "DiffusionModel implementation is correct!" in _text(nbformat.read(out / "01_unet.ipynb", 4))
+    assert "DiffusionProcess implementation is correct!" in _text(nbformat.read(out / "02_process.ipynb", 4))
+    text03 = _text(nbformat.read(out / "03_train.ipynb", 4))
+    assert "Throughput:" in text03 and "images/s" in text03
+    art = out / "03_train"
+    assert (art / "model_ema.pt").exists() and (art / "metrics.csv").exists() and (art / "samples_final.png").exists()
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(timings) == {"01_unet", "02_process", "03_train"}
+
+
+def test_failed_chapter_keeps_previous_results(tmp_path):
+    out = tmp_path / "quick"
+    out.mkdir()
+    good = out / "01_unet.ipynb"
+    good.write_text("previous good results")
+    r = subprocess.run([sys.executable, "tools/run_chapters.py", "--profile", "quick", "--results-root", str(tmp_path),
+                        "--only", "01", "-p", "train_config", "params/quick/no_such_file.yaml"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1
+    assert good.read_text() == "previous good results"
+    failed = out / "failed" / "01_unet.ipynb"
+    assert failed.exists() and str(failed) in r.stderr
+    assert "does not exist" in r.stderr  # the chapter's own error, in one line
+
+
+def test_runner_rejects_unknown_chapter(tmp_path):
+    r = subprocess.run([sys.executable, "tools/run_chapters.py", "--profile", "quick", "--results-root", str(tmp_path),
+                        "--only", "99_nothing"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "no chapter named 99_nothing" in r.stderr
