@@ -30,6 +30,9 @@ __all__ = [
     "find_resume_checkpoint",
     "save_model",
     "load_model",
+    "serialize",
+    "check_space",
+    "load_tagged",
 ]
 
 CHECKPOINT_FORMAT = "diffusion_lib/checkpoint/v1"
@@ -37,13 +40,13 @@ MODEL_FORMAT = "diffusion_lib/model/v1"
 _MARGIN = 1 << 20  # keep a MiB free beyond the file itself
 
 
-def _serialize(obj: Any) -> bytes:
+def serialize(obj: Any) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
 
 
-def _check_space(folder: Path, nbytes: int) -> None:
+def check_space(folder: Path, nbytes: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < nbytes + _MARGIN:
         raise CheckpointError(
@@ -56,8 +59,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     """Write a training checkpoint to ``path``, keeping the previous one as ``prev.pt`` beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = _serialize({"format": CHECKPOINT_FORMAT, **state})
-    _check_space(path.parent, len(data))
+    data = serialize({"format": CHECKPOINT_FORMAT, **state})
+    check_space(path.parent, len(data))
     fd, tmp = temp_file_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -74,7 +77,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def _load(path: Path, expected_format: str) -> dict[str, Any]:
+def load_tagged(path: Path, expected_format: str) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -90,7 +93,7 @@ def _load(path: Path, expected_format: str) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint (``weights_only=True``); a clear error if it is truncated or foreign."""
-    return _load(Path(path), CHECKPOINT_FORMAT)
+    return load_tagged(Path(path), CHECKPOINT_FORMAT)
 
 
 def find_resume_checkpoint(folder: str | Path) -> tuple[Optional[dict[str, Any]], list[str]]:
@@ -125,17 +128,17 @@ def save_model(path: str | Path, model: nn.Module, **meta: Any) -> Path:
     if not isinstance(model, DiffusionModel):
         raise TypeError("save_model exports a DiffusionModel")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    data = _serialize({"format": MODEL_FORMAT, "unet": model.config.to_dict(), "state_dict": state, "meta": meta})
+    data = serialize({"format": MODEL_FORMAT, "unet": model.config.to_dict(), "state_dict": state, "meta": meta})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _check_space(path.parent, len(data))
+    check_space(path.parent, len(data))
     atomic_write_bytes(path, data)
     return path
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[DiffusionModel, dict[str, Any]]:
     """Rebuild an exported model in eval mode; returns ``(model, meta)``."""
-    obj = _load(Path(path), MODEL_FORMAT)
+    obj = load_tagged(Path(path), MODEL_FORMAT)
     model = DiffusionModel.from_config(obj["unet"])
     try:
         model.load_state_dict(obj["state_dict"])

@@ -20,7 +20,8 @@ import yaml
 from .errors import ConfigError
 from .schedules import SCHEDULES
 
-__all__ = ["ModelSection", "TrainConfig", "load_yaml", "load_train_config", "from_dict"]
+__all__ = ["ModelSection", "TrainConfig", "load_yaml", "load_train_config", "from_dict", "positive",
+           "non_negative", "rule", "check_chapter_parameters"]
 
 DATASETS = {"mnist": (28, 1)}
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -30,26 +31,33 @@ def _check(rule: Callable[[Any], bool], text: str) -> dict[str, Any]:
     return {"rule": rule, "text": text}
 
 
-def _positive():
+def positive() -> dict[str, Any]:
+    """Field metadata: the value must be > 0."""
     return _check(lambda v: v > 0, "must be > 0")
 
 
-def _non_negative():
+def non_negative() -> dict[str, Any]:
+    """Field metadata: the value must be >= 0."""
     return _check(lambda v: v >= 0, "must be >= 0")
+
+
+def rule(predicate: Callable[[Any], bool], text: str) -> dict[str, Any]:
+    """Field metadata: ``predicate(value)`` must hold; ``text`` says what is expected."""
+    return _check(predicate, text)
 
 
 @dataclass(frozen=True)
 class ModelSection:
     """The U-Net's hyper-parameters (see :class:`diffusion_lib.unet.DiffusionModel`)."""
 
-    base_channels: int = field(default=32, metadata=_positive())
+    base_channels: int = field(default=32, metadata=positive())
     channel_mults: tuple[int, ...] = field(
         default=(1, 2, 2), metadata=_check(lambda v: len(v) > 0 and all(m > 0 for m in v), "must be positive integers"))
-    num_res_blocks: int = field(default=1, metadata=_positive())
+    num_res_blocks: int = field(default=1, metadata=positive())
     time_dim: int = field(default=32, metadata=_check(lambda v: v >= 2, "must be >= 2"))
     dropout: float = field(default=0.0, metadata=_check(lambda v: 0 <= v < 1, "must be in [0, 1)"))
     attention: bool = True
-    groups: int = field(default=8, metadata=_positive())
+    groups: int = field(default=8, metadata=positive())
 
 
 @dataclass(frozen=True)
@@ -58,26 +66,26 @@ class TrainConfig:
 
     dataset: str = field(default="mnist", metadata=_check(lambda v: v in DATASETS, f"must be one of {sorted(DATASETS)}"))
     data_root: str = "data"
-    image_size: int = field(default=28, metadata=_positive())
-    channels: int = field(default=1, metadata=_positive())
+    image_size: int = field(default=28, metadata=positive())
+    channels: int = field(default=1, metadata=positive())
     noise_steps: int = field(default=1000, metadata=_check(lambda v: v >= 2, "must be >= 2"))
     schedule: str = field(default="linear", metadata=_check(lambda v: v in SCHEDULES, f"must be one of {sorted(SCHEDULES)}"))
     model: ModelSection = field(default_factory=ModelSection)
-    steps: int = field(default=1000, metadata=_positive())
-    batch_size: int = field(default=128, metadata=_positive())
+    steps: int = field(default=1000, metadata=positive())
+    batch_size: int = field(default=128, metadata=positive())
     lr: float = field(default=2e-4, metadata=_check(lambda v: 0 < v < 1, "must be in (0, 1)"))
-    weight_decay: float = field(default=0.0, metadata=_non_negative())
-    warmup_steps: int = field(default=100, metadata=_non_negative())
-    grad_clip: float = field(default=1.0, metadata=_non_negative())
+    weight_decay: float = field(default=0.0, metadata=non_negative())
+    warmup_steps: int = field(default=100, metadata=non_negative())
+    grad_clip: float = field(default=1.0, metadata=non_negative())
     ema_decay: float = field(default=0.999, metadata=_check(lambda v: 0 <= v < 1, "must be in [0, 1)"))
-    seed: int = field(default=0, metadata=_non_negative())
-    train_subset: int = field(default=0, metadata=_non_negative())  # 0: the whole training set
-    sample_every: int = field(default=0, metadata=_non_negative())  # 0: only at the end
-    sample_n: int = field(default=16, metadata=_positive())
-    checkpoint_every: int = field(default=500, metadata=_non_negative())  # 0: only at the end
+    seed: int = field(default=0, metadata=non_negative())
+    train_subset: int = field(default=0, metadata=non_negative())  # 0: the whole training set
+    sample_every: int = field(default=0, metadata=non_negative())  # 0: only at the end
+    sample_n: int = field(default=16, metadata=positive())
+    checkpoint_every: int = field(default=500, metadata=non_negative())  # 0: only at the end
     out_dir: str = "results/quick/03_train"
     device: str = field(default="auto", metadata=_check(lambda v: bool(_DEVICE_RE.match(v)), "must be auto, cpu, cuda or cuda:N"))
-    threads: int = field(default=0, metadata=_non_negative())  # 0: PyTorch's default
+    threads: int = field(default=0, metadata=non_negative())  # 0: PyTorch's default
     deterministic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,3 +232,103 @@ def load_train_config(path: str | Path, overrides: Optional[dict[str, Any]] = No
     if overrides:
         section = {**(section or {}), **overrides}
     return from_dict(TrainConfig, section, source=f"training configuration in {path}")
+
+
+# ---------------------------------------------------------------------------- chapter parameters
+_SAMPLER_METHODS = ("ddpm", "ddim", "dpm++2m")
+
+
+def _type_ok(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if default is None:
+        return True
+    return isinstance(value, type(default))
+
+
+def _steps_problems(name: str, value: Any, T: int) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    bad = [v for v in items if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= T]
+    return [f"{name}: sampling steps must be integers in [1, {T}] (T = {T}), got {bad}"] if bad else []
+
+
+def _sampler_problems(name: str, value: Any, T: int) -> list[str]:
+    if not isinstance(value, dict):
+        return [f"{name}: expected a mapping with method, steps and eta"]
+    problems = []
+    unknown = set(value) - {"method", "steps", "eta", "spacing"}
+    if unknown:
+        problems.append(f"{name}: unknown key(s) {sorted(unknown)}; valid: method, steps, eta, spacing")
+    method = value.get("method", "ddim")
+    if method not in _SAMPLER_METHODS:
+        problems.append(f"{name}.method: unknown sampler {method!r}; valid: {', '.join(_SAMPLER_METHODS)}")
+    problems += _steps_problems(f"{name}.steps", value.get("steps", 50), T)
+    if method == "ddpm" and value.get("steps", T) != T:
+        problems.append(f"{name}: DDPM runs all T = {T} steps; use method ddim with eta 1 for fewer")
+    eta = value.get("eta", 0.0)
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+        problems.append(f"{name}.eta: must be in [0, 1], got {eta!r}")
+    return problems
+
+
+def check_chapter_parameters(declared: dict[str, Any], given: dict[str, Any], source: str,
+                             noise_steps: int = 1000) -> None:
+    """Validate a chapter's parameter file against the names and defaults of its ``parameters`` cell.
+
+    Unknown names (with a "did you mean"), values of the wrong type, and values out of
+    range for the names the project uses across chapters (training and GAN
+    sections, schedules, samplers, step counts, eta, sample counts) are reported
+    together in one :class:`ConfigError`.
+    """
+    from .gan import GANConfig
+    from .samplers import SPACINGS
+
+    problems: list[str] = []
+    T = noise_steps
+    for key, value in given.items():
+        if key not in declared:
+            close = difflib.get_close_matches(key, list(declared), n=1, cutoff=0.6)
+            problems.append(f"unknown parameter {key!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                            f"; the chapter's parameters are {', '.join(declared)}"))
+            continue
+        if not _type_ok(value, declared[key]):
+            problems.append(f"{key}: expected {type(declared[key]).__name__} like the chapter's default "
+                            f"{declared[key]!r}, got {value!r}")
+            continue
+        if key == "train":
+            try:
+                T = from_dict(TrainConfig, value, source="train section").noise_steps
+            except ConfigError as exc:
+                problems += [line.strip()[2:] for line in str(exc).splitlines()[1:]]
+        elif key == "gan":
+            try:
+                from_dict(GANConfig, value, source="gan section")
+            except ConfigError as exc:
+                problems += ["gan." + line.strip()[2:] for line in str(exc).splitlines()[1:]]
+        elif key in ("schedules", "schedule"):
+            bad = [s for s in (value if isinstance(value, list) else [value]) if s not in SCHEDULES]
+            if bad:
+                problems.append(f"{key}: unknown schedule(s) {bad}; valid: {', '.join(sorted(SCHEDULES))}")
+        elif key.endswith("_sampler"):
+            problems += _sampler_problems(key, value, T)
+        elif key in ("ddim_steps", "dpm_steps", "invert_steps"):
+            problems += _steps_problems(key, value, T)
+        elif key == "etas":
+            bad = [e for e in value if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e <= 1]
+            if bad:
+                problems.append(f"etas: eta must lie in [0, 1], got {bad}")
+        elif key == "spacing" and value not in SPACINGS:
+            problems.append(f"spacing: unknown step spacing {value!r}; valid: {', '.join(SPACINGS)}")
+        elif key == "loss_t":
+            bad = [t for t in value if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < T]
+            if bad:
+                problems.append(f"loss_t: timesteps must be integers in [0, {T - 1}], got {bad}")
+        elif (key.startswith("n_") or key in ("batch_size", "loss_images", "loss_repeats")) \
+                and isinstance(value, int) and value <= 0:
+            problems.append(f"{key}: must be > 0, got {value}")
+    if problems:
+        raise ConfigError(f"invalid parameters in {source}:\n" + "\n".join(f"  - {p}" for p in problems))

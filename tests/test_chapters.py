@@ -13,6 +13,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+from run_chapters import declared_parameters  # noqa: E402
+
+from diffusion_lib.config import check_chapter_parameters  # noqa: E402
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))
 SPEC = ROOT.parent / "shared" / "spec" / "assignment.md"
 
@@ -44,16 +48,57 @@ def test_first_code_cell_is_parameters(py):
 
 
 @pytest.mark.parametrize("profile", ["quick", "cpu", "gpu"])
-def test_every_profile_has_parameters_for_every_chapter(profile):
+def test_every_profile_has_valid_parameters_for_every_chapter(profile):
     for py in CHAPTERS:
         f = ROOT / "params" / profile / f"{py.stem}.yaml"
         assert f.exists(), f
         params = yaml.safe_load(f.read_text())
         assert params["profile"] == profile and params["results_dir"] == f"results/{profile}"
-        # every injected name is a parameter the chapter declares
-        declared = next(c for c in jupytext.read(py).cells if c.cell_type == "code").source
-        for key in params:
-            assert f"{key} =" in declared, f"{f}: {key} is not a parameter of {py.name}"
+        check_chapter_parameters(declared_parameters(py), params, source=str(f))
+
+
+BAD_PARAMS = [
+    ("03_train", {"n_sample": 4}, "did you mean 'n_samples'"),
+    ("03_train", {"n_samples": "many"}, "n_samples: expected int"),
+    ("03_train", {"n_samples": 0}, "n_samples: must be > 0"),
+    ("03_train", {"train": {"steps": 0}}, "steps: must be > 0"),
+    ("03_train", {"train": {"lr": -1}}, "lr: must be in (0, 1)"),
+    ("03_train", {"train": {"batch_size": 0}}, "batch_size: must be > 0"),
+    ("03_train", {"train": {"image_size": 30}}, "cannot be halved"),
+    ("03_train", {"train": {"schedule": "sigmoid"}}, "schedule: must be one of"),
+    ("03_train", {"train": {"dataset": "imagenet"}}, "dataset: must be one of"),
+    ("04_schedules", {"schedules": ["linear", "sigmoid"]}, "unknown schedule(s) ['sigmoid']"),
+    ("04_schedules", {"eval_sampler": {"method": "euler", "steps": 10}}, "unknown sampler 'euler'"),
+    ("04_schedules", {"eval_sampler": {"method": "ddim", "steps": 2000}}, "integers in [1, 1000]"),
+    ("04_schedules", {"eval_sampler": {"method": "ddim", "steps": 10, "eta": 2}}, "eta: must be in [0, 1]"),
+    ("04_schedules", {"loss_t": [0, 1000]}, "loss_t: timesteps must be integers in [0, 999]"),
+    ("06_gan", {"gan": {"steps": -3}}, "gan.steps: must be > 0"),
+    ("06_gan", {"gan": {"lr": 0}}, "gan.lr: must be in (0, 1)"),
+    ("08_ddim", {"etas": [0.0, 1.5]}, "eta must lie in [0, 1]"),
+    ("08_ddim", {"ddim_steps": [10, 0]}, "integers in [1, 1000]"),
+    ("08_ddim", {"ddim_steps": [10, 1001]}, "integers in [1, 1000]"),
+    ("08_ddim", {"spacing": "cubic"}, "unknown step spacing 'cubic'"),
+    ("08_ddim", {"batch_size": 0}, "batch_size: must be > 0"),
+]
+
+
+@pytest.mark.parametrize("chapter,bad,needle", BAD_PARAMS, ids=[f"{c}-{next(iter(b))}" for c, b, _ in BAD_PARAMS])
+def test_bad_chapter_parameters_are_rejected(chapter, bad, needle):
+    from diffusion_lib.errors import ConfigError
+
+    params = yaml.safe_load((ROOT / "params" / "quick" / f"{chapter}.yaml").read_text())
+    with pytest.raises(ConfigError) as err:
+        check_chapter_parameters(declared_parameters(ROOT / "chapters" / f"{chapter}.py"), {**params, **bad}, "test")
+    assert needle in str(err.value)
+
+
+def test_runner_validates_every_file_before_running_anything(tmp_path):
+    r = subprocess.run([sys.executable, "tools/run_chapters.py", "--profile", "quick", "--results-root", str(tmp_path),
+                        "-p", "n_sample", "3"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.startswith("error: invalid parameters in params/quick/01_unet.yaml")
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "quick").exists()  # nothing written
 
 
 def _check_cell(chapter: str, name: str) -> str:

@@ -17,6 +17,7 @@ in place, keeps the failed notebook in ``results/<profile>/failed/`` and stops
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -25,6 +26,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from diffusion_lib.config import check_chapter_parameters, load_yaml  # noqa: E402
+from diffusion_lib.errors import ConfigError  # noqa: E402
+from diffusion_lib.utils import atomic_write_text  # noqa: E402
+
 PROFILES = ("quick", "cpu", "gpu")
 
 
@@ -53,15 +59,26 @@ def machine() -> str:
 
 
 def _atomic_json(path: Path, data: dict) -> None:
-    sys.path.insert(0, str(ROOT))
-    from diffusion_lib.utils import atomic_write_text
-
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def declared_parameters(py: Path) -> dict:
+    """Names and default values of the chapter's ``parameters`` cell (literals only)."""
+    import jupytext
+
+    nb = jupytext.read(py)
+    cell = next((c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        raise ConfigError(f"{py.name} has no cell tagged 'parameters'")
+    names = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            names[node.targets[0].id] = ast.literal_eval(node.value)
+    return names
 
 
 def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -> int:
     import papermill as pm
-    import yaml
 
     todo = chapters()
     if only:
@@ -77,14 +94,27 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -
         print(f"error: profile {profile!r} has no parameter file for: {', '.join(absent)}", file=sys.stderr)
         return 2
     out_dir = results_root / profile
+    # every parameter file is checked before anything runs or is written
+    all_params, errors = {}, []
+    for nb in todo:
+        try:
+            params = load_yaml(param_files[nb])
+            # the chapters write their artifacts where this run puts its notebooks
+            params["results_dir"] = str(out_dir.relative_to(ROOT)) if out_dir.is_relative_to(ROOT) else str(out_dir)
+            params.update(extra)
+            check_chapter_parameters(declared_parameters(nb.with_suffix(".py")), params,
+                                     source=str(param_files[nb].relative_to(ROOT)))
+            all_params[nb] = params
+        except ConfigError as exc:
+            errors.append(str(exc))
+    if errors:
+        print("error: " + "\n".join(errors), file=sys.stderr)
+        return 2
     out_dir.mkdir(parents=True, exist_ok=True)
     timings_path = out_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     for nb in todo:
-        params = yaml.safe_load(param_files[nb].read_text()) or {}
-        # the chapters write their artifacts where this run puts its notebooks
-        params["results_dir"] = str(out_dir.relative_to(ROOT)) if out_dir.is_relative_to(ROOT) else str(out_dir)
-        params.update(extra)
+        params = all_params[nb]
         final = out_dir / nb.name
         tmp = out_dir / f".{nb.stem}.running.ipynb"
         print(f"[{profile}] {nb.stem}: executing -> {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final}",

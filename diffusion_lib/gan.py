@@ -1,0 +1,133 @@
+"""A DCGAN for MNIST (Radford et al. 2016), the baseline the diffusion model is compared with.
+
+The assignment refers to a GAN from an earlier assignment; this project has none,
+so it builds one here: transposed-convolution generator, strided-convolution
+discriminator, BatchNorm in both (none on D's input layer), LeakyReLU in D, the
+non-saturating loss, Adam(2e-4, beta1 = 0.5) as in the DCGAN paper.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .config import non_negative, positive, rule
+from .data import TensorBatches, to_model_range
+from .utils import randn
+
+__all__ = ["Generator", "Discriminator", "GANConfig", "GANHistory", "train_gan"]
+
+
+class Generator(nn.Module):
+    """z (B, z_dim) -> images (B, 1, 28, 28) in [-1, 1]."""
+
+    def __init__(self, z_dim: int = 64, width: int = 64) -> None:
+        super().__init__()
+        self.z_dim = z_dim
+        self.fc = nn.Sequential(nn.Linear(z_dim, 2 * width * 7 * 7, bias=False),
+                                nn.BatchNorm1d(2 * width * 7 * 7), nn.ReLU(True))
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True),  # 14x14
+            nn.ConvTranspose2d(width, 1, 4, 2, 1), nn.Tanh(),  # 28x28
+        )
+        self.width = width
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.fc(z).view(z.shape[0], 2 * self.width, 7, 7))
+
+
+class Discriminator(nn.Module):
+    """images (B, 1, 28, 28) -> logits (B,)."""
+
+    def __init__(self, width: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2, True),  # 14x14
+            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2, True),  # 7x7
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """DCGAN settings; build with ``config.from_dict(GANConfig, d)`` to validate them."""
+
+    z_dim: int = field(default=64, metadata=positive())
+    width: int = field(default=64, metadata=positive())
+    steps: int = field(default=3000, metadata=positive())
+    batch_size: int = field(default=64, metadata=positive())
+    lr: float = field(default=2e-4, metadata=rule(lambda v: 0 < v < 1, "must be in (0, 1)"))
+    beta1: float = field(default=0.5, metadata=rule(lambda v: 0 <= v < 1, "must be in [0, 1)"))
+    seed: int = field(default=0, metadata=non_negative())
+    snapshot_every: int = field(default=500, metadata=positive())
+    snapshot_n: int = field(default=16, metadata=positive())
+
+
+@dataclass
+class GANHistory:
+    """Per-step losses and D's outputs, snapshots of G over training, timing."""
+
+    step: list[int] = field(default_factory=list)
+    loss_d: list[float] = field(default_factory=list)
+    loss_g: list[float] = field(default_factory=list)
+    d_real: list[float] = field(default_factory=list)  # mean sigmoid(D(x)) on real images
+    d_fake: list[float] = field(default_factory=list)  # mean sigmoid(D(G(z))) on fakes
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+def train_gan(images: torch.Tensor, cfg: GANConfig, device: torch.device | str = "cpu", progress: bool = True,
+              on_snapshot: Optional[Callable[[int, Generator], None]] = None,
+              ) -> tuple[Generator, Discriminator, GANHistory]:
+    """Train a DCGAN on uint8 MNIST images (N, 28, 28) with the non-saturating loss."""
+    torch.manual_seed(cfg.seed)
+    device = torch.device(device)
+    G, D = Generator(cfg.z_dim, cfg.width).to(device), Discriminator(cfg.width).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    batches = TensorBatches(images, cfg.batch_size, seed=cfg.seed, device=device)
+    fixed_z = randn((cfg.snapshot_n, cfg.z_dim), generator=torch.Generator().manual_seed(cfg.seed + 1), device=device)
+    hist = GANHistory()
+    ones = torch.ones(cfg.batch_size, device=device)
+    zeros = torch.zeros(cfg.batch_size, device=device)
+    bar = tqdm(range(1, cfg.steps + 1), desc="GAN", disable=not progress, mininterval=30)
+    for step in bar:
+        t0 = time.perf_counter()
+        real = to_model_range(batches.next())
+        z = torch.randn(cfg.batch_size, cfg.z_dim, device=device)
+        fake = G(z)
+        # discriminator: real -> 1, fake -> 0
+        logit_real, logit_fake = D(real), D(fake.detach())
+        loss_d = F.binary_cross_entropy_with_logits(logit_real, ones) + \
+            F.binary_cross_entropy_with_logits(logit_fake, zeros)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        # generator: non-saturating loss, make D call fakes real
+        loss_g = F.binary_cross_entropy_with_logits(D(fake), ones)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        hist.train_seconds += time.perf_counter() - t0
+        hist.step.append(step)
+        hist.loss_d.append(loss_d.item())
+        hist.loss_g.append(loss_g.item())
+        hist.d_real.append(torch.sigmoid(logit_real).mean().item())
+        hist.d_fake.append(torch.sigmoid(logit_fake).mean().item())
+        if step % cfg.snapshot_every == 0 or step == cfg.steps:
+            G.eval()
+            with torch.no_grad():
+                hist.snapshots[step] = G(fixed_z).cpu()
+            G.train()
+            if on_snapshot is not None:
+                on_snapshot(step, G)
+    return G.eval(), D.eval(), hist

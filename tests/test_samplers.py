@@ -1,0 +1,135 @@
+"""Samplers against closed forms: DDIM(eta=1, all steps) = DDPM, inversion, exact-model moments."""
+
+import pytest
+import torch
+
+from diffusion_lib import NoiseSchedule
+from diffusion_lib.samplers import (SPACINGS, TrajectoryRecorder, ddim_invert, ddim_sample, ddpm_sample,
+                                    dpm_solver_pp_2m_sample, timestep_sequence)
+
+
+class ExactGaussianEps(torch.nn.Module):
+    """For data x_0 ~ N(mu, s^2 I) the optimal eps-predictor is known in closed form:
+    x_t ~ N(sqrt(ab) mu, ab s^2 + 1 - ab), and E[eps | x_t] = sqrt(1 - ab) (x_t - sqrt(ab) mu) / (ab s^2 + 1 - ab)."""
+
+    def __init__(self, schedule, mu, s):
+        super().__init__()
+        self.schedule, self.mu, self.s = schedule, mu, s
+
+    def forward(self, x, t):
+        ab = self.schedule.alpha_bar[t].view(-1, 1, 1, 1)
+        return (1 - ab).sqrt() * (x - ab.sqrt() * self.mu) / (ab * self.s**2 + 1 - ab)
+
+
+class RandomConvEps(torch.nn.Module):
+    """A fixed, t-dependent nonlinear 'model' to compare samplers step for step."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w = torch.nn.Parameter(torch.randn(1, 1, 3, 3, generator=g) * 0.3)
+
+    def forward(self, x, t):
+        return torch.tanh(torch.nn.functional.conv2d(x, self.w, padding=1)) * (t.float() / 1000).view(-1, 1, 1, 1)
+
+
+SCHED = NoiseSchedule.from_name("linear", 1000)
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("steps", [1, 2, 10, 50, 999, 1000])
+def test_step_sequences(spacing, steps):
+    seq = timestep_sequence(1000, steps, spacing)
+    assert len(seq) == steps
+    assert all(a > b for a, b in zip(seq, seq[1:]))
+    assert 0 <= min(seq) and max(seq) <= 999
+    if spacing in ("trailing",) or steps == 1:
+        assert seq[0] == 999
+    if spacing in ("uniform", "quadratic") and steps > 1:
+        assert seq[0] == 999 and seq[-1] == 0
+
+
+def test_quadratic_spacing_is_dense_near_zero():
+    seq = timestep_sequence(1000, 20, "quadratic")[::-1]
+    gaps = [b - a for a, b in zip(seq, seq[1:])]
+    assert gaps[0] < gaps[-1]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1001, 2.5])
+def test_bad_step_counts(bad):
+    with pytest.raises(ValueError, match="sampling steps"):
+        timestep_sequence(1000, bad)
+
+
+def test_unknown_spacing_and_eta():
+    with pytest.raises(ValueError, match="spacing"):
+        timestep_sequence(1000, 10, "cubic")
+    with pytest.raises(ValueError, match="eta"):
+        ddim_sample(RandomConvEps(), SCHED, torch.randn(1, 1, 4, 4), steps=5, eta=1.5)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_ddim_eta1_all_steps_equals_ddpm_posterior_step_for_step(clip):
+    model = RandomConvEps()
+    x_T = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    rec_a, rec_b = TrajectoryRecorder(), TrajectoryRecorder()
+    a = ddpm_sample(model, SCHED, x_T, variance="posterior", clip_x0=clip,
+                    generator=torch.Generator().manual_seed(2), callback=rec_a)
+    b = ddim_sample(model, SCHED, x_T, steps=1000, eta=1.0, clip_x0=clip,
+                    generator=torch.Generator().manual_seed(2), callback=rec_b)
+    assert rec_a.t == rec_b.t == list(range(999, -1, -1))
+    for xa, xb in zip(rec_a.x, rec_b.x):
+        assert torch.allclose(xa, xb, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_ddim_eta0_is_deterministic():
+    model = RandomConvEps()
+    x_T = torch.randn(2, 1, 6, 6)
+    a = ddim_sample(model, SCHED, x_T, steps=20, eta=0.0, generator=torch.Generator().manual_seed(1))
+    b = ddim_sample(model, SCHED, x_T, steps=20, eta=0.0, generator=torch.Generator().manual_seed(99))
+    assert torch.equal(a, b)
+    c = ddim_sample(model, SCHED, x_T, steps=20, eta=0.5, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(a, c)
+
+
+def test_inversion_then_sampling_reconstructs_with_exact_model():
+    sched = NoiseSchedule.from_name("cosine", 1000)
+    mu, s = 0.2, 0.5
+    model = ExactGaussianEps(sched, mu, s)
+    x0 = mu + s * torch.randn(64, 1, 4, 4, generator=torch.Generator().manual_seed(3))
+    errors = []
+    for steps in (10, 100, 500):
+        xT = ddim_invert(model, sched, x0, steps=steps)
+        rec = ddim_sample(model, sched, xT, steps=steps, eta=0.0, clip_x0=False)
+        errors.append((rec - x0).abs().max().item())
+    assert errors[-1] < 0.02 and errors[0] > errors[-1]
+    # the encoding is (close to) a standard normal, as x_T should be
+    xT = ddim_invert(model, sched, x0, steps=500)
+    assert abs(xT.mean().item()) < 0.1 and abs(xT.std().item() - 1) < 0.1
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim0", "ddim1", "dpm++10", "dpm++20"])
+def test_exact_model_samples_have_data_moments(name):
+    mu, s = -0.3, 0.25
+    model = ExactGaussianEps(SCHED, mu, s)
+    gen = torch.Generator().manual_seed(5)
+    x_T = torch.randn(3000, 1, 4, 4, generator=gen)
+    run = {
+        "ddpm": lambda: ddpm_sample(model, SCHED, x_T, clip_x0=False, generator=gen),
+        "ddim0": lambda: ddim_sample(model, SCHED, x_T, steps=50, eta=0.0, clip_x0=False),
+        "ddim1": lambda: ddim_sample(model, SCHED, x_T, steps=200, eta=1.0, clip_x0=False, generator=gen),
+        "dpm++10": lambda: dpm_solver_pp_2m_sample(model, SCHED, x_T, steps=10, clip_x0=False),
+        "dpm++20": lambda: dpm_solver_pp_2m_sample(model, SCHED, x_T, steps=20, clip_x0=False),
+    }[name]
+    x = run()
+    assert x.mean().item() == pytest.approx(mu, abs=0.01)
+    assert x.std().item() == pytest.approx(s, rel=0.05)
+
+
+def test_callback_sees_every_step_of_fast_samplers():
+    model = RandomConvEps()
+    for fn, kw in ((ddim_sample, {"steps": 7}), (dpm_solver_pp_2m_sample, {"steps": 7})):
+        rec = TrajectoryRecorder()
+        fn(model, SCHED, torch.randn(1, 1, 4, 4), callback=rec, **kw)
+        assert rec.t == timestep_sequence(1000, 7, "uniform")
