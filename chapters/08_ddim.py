@@ -99,7 +99,7 @@ display(Markdown(
 # %%
 specs = ([SamplerSpec("ddpm", T)] if include_ddpm else [])
 specs += [SamplerSpec("ddim", s, eta=e, spacing=spacing) for e in etas for s in ddim_steps]
-specs += [SamplerSpec("dpm++2m", s, spacing=spacing) for s in dpm_steps]
+specs += [SamplerSpec("dpm++2m", s) for s in dpm_steps]  # spaced evenly in log-SNR, as Lu et al. advise
 rows, samples = [], {}
 for spec in specs:
     x, sec = generate(model, schedule, spec, n_eval, seed=seed, batch_size=batch_size)

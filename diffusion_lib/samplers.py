@@ -32,7 +32,7 @@ __all__ = [
     "generate",
 ]
 
-SPACINGS = ("uniform", "quadratic", "trailing")
+SPACINGS = ("uniform", "quadratic", "trailing", "logsnr")
 
 
 @dataclass
@@ -121,14 +121,17 @@ def ddpm_sample(
     return x
 
 
-def timestep_sequence(T: int, steps: int, spacing: str = "uniform") -> list[int]:
+def timestep_sequence(T: int, steps: int, spacing: str = "uniform",
+                      log_snr: Optional[torch.Tensor] = None) -> list[int]:
     """The S timesteps a fast sampler visits, strictly decreasing, within ``[0, T-1]``.
 
     - ``uniform``: ``round(linspace(0, T-1, S))``, from T-1 down to 0;
     - ``quadratic``: tau_i proportional to i^2 (Song et al. 2021, their CIFAR-10 choice): dense
       near t = 0 where detail is decided, sparse at high noise;
     - ``trailing``: ``T - 1, T - 1 - T/S, ...``: always starts at t = T - 1 and leaves the
-      last stride to the final jump to x_0.
+      last stride to the final jump to x_0;
+    - ``logsnr``: evenly spaced in half-log-SNR lambda_t (needs ``log_snr``), the spacing
+      Lu et al. (2022) recommend for DPM-Solver: equal steps for the ODE in lambda.
     """
     if spacing not in SPACINGS:
         raise ValueError(f"unknown step spacing {spacing!r}; valid: {', '.join(SPACINGS)}")
@@ -140,13 +143,26 @@ def timestep_sequence(T: int, steps: int, spacing: str = "uniform") -> list[int]
         seq = np.round(np.linspace(0, T - 1, steps)).astype(int)
     elif spacing == "quadratic":
         seq = np.round((np.arange(steps) / (steps - 1)) ** 2 * (T - 1)).astype(int)
-        for i in range(1, steps):  # the first few squares can collide after rounding
-            seq[i] = max(seq[i], seq[i - 1] + 1)
-        for i in range(steps - 2, -1, -1):  # keep the top at T - 1
-            seq[i] = min(seq[i], seq[i + 1] - 1)
+    elif spacing == "logsnr":
+        if log_snr is None:
+            raise ValueError("the logsnr spacing needs the schedule's log_snr")
+        lam = -np.asarray(log_snr, dtype=np.float64)  # increasing in t
+        targets = np.linspace(lam[0], lam[-1], steps)
+        seq = np.clip(np.searchsorted(lam, targets), 0, T - 1)
+        seq[0], seq[-1] = 0, T - 1
     else:
         seq = np.round(T - np.arange(steps) * T / steps).astype(int)[::-1] - 1
+    # rounding can make neighbours collide: keep the i-th entry within [i, T - S + i], where a
+    # strictly increasing sequence always fits, then push collisions upwards
+    seq = np.clip(seq, np.arange(steps), T - steps + np.arange(steps))
+    for i in range(1, steps):
+        seq[i] = max(seq[i], seq[i - 1] + 1)
     return [int(t) for t in seq[::-1]]
+
+
+def _sequence(schedule: NoiseSchedule, steps: int, spacing: str) -> list[int]:
+    return timestep_sequence(schedule.num_steps, steps, spacing,
+                             log_snr=schedule.log_snr.cpu() if spacing == "logsnr" else None)
 
 
 def _alpha_bar(schedule: NoiseSchedule, t: int) -> torch.Tensor:
@@ -179,7 +195,7 @@ def ddim_sample(
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
-    seq = timestep_sequence(schedule.num_steps, steps, spacing)
+    seq = _sequence(schedule, steps, spacing)
     x = x_T.to(schedule.betas.device).float()
     for i, t in enumerate(tqdm(seq, desc=f"DDIM-{steps}", disable=not progress, leave=False)):
         t_prev = seq[i + 1] if i + 1 < len(seq) else -1
@@ -217,7 +233,7 @@ def ddim_invert(
     x_t = sqrt(ab_t) x0_hat + sqrt(1 - ab_t) eps_hat, the usual approximation that
     makes ``ddim_sample(ddim_invert(x0))`` reconstruct x0 as the step count grows.
     """
-    seq = timestep_sequence(schedule.num_steps, steps, spacing)[::-1]  # increasing
+    seq = _sequence(schedule, steps, spacing)[::-1]  # increasing
     x = x0.to(schedule.betas.device).float()
     prev = -1
     for i, t in enumerate(tqdm(seq, desc=f"DDIM inversion-{steps}", disable=not progress, leave=False)):
@@ -238,7 +254,7 @@ def dpm_solver_pp_2m_sample(
     x_T: torch.Tensor,
     *,
     steps: int = 20,
-    spacing: str = "uniform",
+    spacing: str = "logsnr",
     clip_x0: bool = True,
     callback: Optional[Callback] = None,
     progress: bool = False,
@@ -252,7 +268,7 @@ def dpm_solver_pp_2m_sample(
     step, to the clean level, returns the data prediction (first order), so the method costs
     exactly ``steps`` network evaluations.
     """
-    seq = timestep_sequence(schedule.num_steps, steps, spacing)
+    seq = _sequence(schedule, steps, spacing)
     x = x_T.to(schedule.betas.device).float()
     lam = lambda ab: 0.5 * (ab.log() - (1 - ab).log())  # noqa: E731
     x0_prev, h_prev = None, None
@@ -286,7 +302,7 @@ class SamplerSpec:
     method: str = "ddim"  # "ddpm", "ddim" or "dpm++2m"
     steps: int = 50
     eta: float = 0.0
-    spacing: str = "uniform"
+    spacing: str = ""  # default: "uniform" for DDIM, "logsnr" for DPM-Solver++
     variance: str = "posterior"  # DDPM only
 
     @property
@@ -304,11 +320,11 @@ class SamplerSpec:
                 raise ValueError(f"DDPM runs all {schedule.num_steps} steps; use DDIM with eta=1 for fewer")
             return ddpm_sample(model, schedule, x_T, variance=self.variance, generator=generator, callback=callback)
         if self.method == "ddim":
-            return ddim_sample(model, schedule, x_T, steps=self.steps, eta=self.eta, spacing=self.spacing,
-                               generator=generator, callback=callback)
+            return ddim_sample(model, schedule, x_T, steps=self.steps, eta=self.eta,
+                               spacing=self.spacing or "uniform", generator=generator, callback=callback)
         if self.method == "dpm++2m":
-            return dpm_solver_pp_2m_sample(model, schedule, x_T, steps=self.steps, spacing=self.spacing,
-                                           callback=callback)
+            return dpm_solver_pp_2m_sample(model, schedule, x_T, steps=self.steps,
+                                           spacing=self.spacing or "logsnr", callback=callback)
         raise ValueError(f"unknown sampler {self.method!r}; valid: ddpm, ddim, dpm++2m")
 
 
