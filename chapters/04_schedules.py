@@ -272,7 +272,7 @@ display(Markdown(
     f"**Q1: schedules.** With everything else equal, FID-MNIST ranks the schedules {ranking} "
     f"(floor {fmt(floor.fid)} at N = {n_eval}); class entropy is "
     + ", ".join(f"{n} {quality.loc[n, 'class entropy (nats)']:.2f}" for n in schedules)
-    + f" nats. In the second half of training the loss has a coefficient of variation of "
+    + " nats. In the second half of training the loss has a coefficient of variation of "
     + ", ".join(f"{stab.loc[n, 'loss CV']:.2f} ({n})" for n in schedules)
     + " and the mean gradient norm is "
     + ", ".join(f"{stab.loc[n, 'grad norm']:.3f} ({n})" for n in schedules) + "."
@@ -300,8 +300,8 @@ peak_t = {n: int(e[n].idxmax()) for n in schedules}
 early = [t for t in loss_t if t <= 50]
 late = [t for t in loss_t if t >= 500]
 display(Markdown(
-    f"**Q2: where the model struggles.** The held-out noise-prediction error is largest at the *smallest* "
-    f"timesteps: it peaks at t = " + ", ".join(f"{peak_t[n]} ({n})" for n in schedules)
+    "**Q2: where the model struggles.** The held-out noise-prediction error is largest at the *smallest* "
+    "timesteps: it peaks at t = " + ", ".join(f"{peak_t[n]} ({n})" for n in schedules)
     + f". For the linear schedule its mean over t <= 50 is {fmt(e.loc[early, 'linear'].mean())}, against "
     f"{fmt(e.loc[late, 'linear'].mean())} over t >= 500. The reconstruction of $x_0$ behaves the other way: its "
     f"error grows from {fmt(x0e['linear'].iloc[0])} at t = {loss_t[0]} to {fmt(x0e['linear'].iloc[-1])} at "

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .unet import DiffusionModel
 from .utils import atomic_write_bytes, temp_file_beside
 
 __all__ = [
@@ -125,8 +124,8 @@ def find_resume_checkpoint(folder: str | Path) -> tuple[Optional[dict[str, Any]]
 
 def save_model(path: str | Path, model: nn.Module, **meta: Any) -> Path:
     """Export a model's weights with what is needed to rebuild it (config, schedule, notes)."""
-    if not isinstance(model, DiffusionModel):
-        raise TypeError("save_model exports a DiffusionModel")
+    if not hasattr(getattr(model, "config", None), "to_dict"):
+        raise TypeError("save_model exports a model of diffusion_lib.models (one with a .config)")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     data = serialize({"format": MODEL_FORMAT, "unet": model.config.to_dict(), "state_dict": state, "meta": meta})
     path = Path(path)
@@ -136,10 +135,15 @@ def save_model(path: str | Path, model: nn.Module, **meta: Any) -> Path:
     return path
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[DiffusionModel, dict[str, Any]]:
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild an exported model in eval mode; returns ``(model, meta)``."""
+    from .models import build_model
+
     obj = load_tagged(Path(path), MODEL_FORMAT)
-    model = DiffusionModel.from_config(obj["unet"])
+    try:
+        model = build_model(obj["unet"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the stored architecture ({exc})") from exc
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as exc:

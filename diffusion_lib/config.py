@@ -23,7 +23,8 @@ from .schedules import SCHEDULES
 __all__ = ["ModelSection", "TrainConfig", "load_yaml", "load_train_config", "from_dict", "positive",
            "non_negative", "rule", "check_chapter_parameters"]
 
-DATASETS = {"mnist": (28, 1)}
+DATASETS = {"mnist": (28, 1), "cifar10": (32, 3)}
+ARCH_NAMES = ("concat", "additive")
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
@@ -58,6 +59,11 @@ class ModelSection:
     dropout: float = field(default=0.0, metadata=_check(lambda v: 0 <= v < 1, "must be in [0, 1)"))
     attention: bool = True
     groups: int = field(default=8, metadata=positive())
+    # "concat": one time embedding concatenated to every block (MNIST, the assignment's rule);
+    # "additive": per-block additive time conditioning with attention at attn_resolutions (RGB)
+    arch: str = field(default="concat", metadata=_check(lambda v: v in ARCH_NAMES, f"must be one of {list(ARCH_NAMES)}"))
+    attn_resolutions: tuple[int, ...] = field(
+        default=(), metadata=_check(lambda v: all(r > 0 for r in v), "must be positive integers"))
 
 
 @dataclass(frozen=True)
@@ -87,13 +93,22 @@ class TrainConfig:
     device: str = field(default="auto", metadata=_check(lambda v: bool(_DEVICE_RE.match(v)), "must be auto, cpu, cuda or cuda:N"))
     threads: int = field(default=0, metadata=non_negative())  # 0: PyTorch's default
     deterministic: bool = False
+    hflip: bool = False  # random horizontal flips of training images (CIFAR-10, not digits)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
 
     def unet_kwargs(self) -> dict[str, Any]:
+        """The model's configuration, as :func:`diffusion_lib.models.build_model` takes it."""
         m = dataclasses.asdict(self.model)
         m["channel_mults"] = tuple(m["channel_mults"])
+        if m["arch"] == "concat":
+            m.pop("attn_resolutions")
+            m.pop("arch")
+        else:
+            m["attn_resolutions"] = tuple(m["attn_resolutions"])
+            m.pop("attention")
+            m.pop("time_dim")
         return dict(image_size=self.image_size, channels=self.channels, noise_steps=self.noise_steps, **m)
 
     def _cross_checks(self) -> list[str]:

@@ -29,6 +29,10 @@ __all__ = [
     "to_model_range",
     "to_unit_range",
     "TensorBatches",
+    "prepare_cifar10",
+    "load_cifar10",
+    "hwc_to_model_range",
+    "CIFAR10_CLASSES",
 ]
 
 # torchvision's MD5 list for the four original files
@@ -125,6 +129,71 @@ def load_mnist(
     except (RuntimeError, OSError) as exc:
         raise DataError(_missing_message(raw) + f"\n(torchvision said: {str(exc).strip().splitlines()[0]})") from exc
     return ds.data.clone(), ds.targets.clone().long()
+
+
+CIFAR10_NPZ = "cifar10/cifar10.npz"
+CIFAR10_SHA256 = "a4e3621fa9e6d18ace83b7634e477991efb6665757a10b5c153ee87921398197"
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def prepare_cifar10(root: str | Path = "data", source: str | Path | None = None, verify: bool = True) -> Path:
+    """Make ``<root>/cifar10/cifar10.npz`` available (a symlink to the offline copy) and verify it.
+
+    Returns the path of the npz file. A missing file is a :class:`DataError` naming
+    the file and where it goes; a corrupt one names the expected SHA-256.
+    """
+    root = resolve_root(root)
+    dst = root / CIFAR10_NPZ
+    src_dir = Path(source) if source is not None else shared_data_dir()
+    if not dst.exists():
+        if dst.is_symlink():  # a dangling link from a moved shared folder
+            dst.unlink()
+        src = src_dir / CIFAR10_NPZ if src_dir is not None else None
+        if src is None or not src.exists():
+            raise DataError(
+                f"CIFAR-10 is not available: put cifar10.npz (uint8 arrays x_train, y_train, x_test, y_test; "
+                f"SHA-256 {CIFAR10_SHA256}) at {dst}, or place the project's offline copy at "
+                "../shared/data/cifar10/cifar10.npz (or set DIFFUSION_SHARED_DATA)."
+            )
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(src.resolve(), dst)
+    if verify:
+        got = _sha256(dst)
+        if got != CIFAR10_SHA256:
+            raise DataError(f"{dst} is corrupt or truncated: SHA-256 {got}, expected {CIFAR10_SHA256}. "
+                            "Delete it and run `make data` again to link the offline copy.")
+    return dst
+
+
+def load_cifar10(root: str | Path = "data", train: bool = True, verify: bool = True,
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 as ``(images uint8 (N, 32, 32, 3) HWC RGB, labels int64 (N,))``, in the official order.
+
+    The same arrays as ``torchvision.datasets.CIFAR10(root).data`` / ``.targets``.
+    """
+    import numpy as np
+
+    path = prepare_cifar10(root, verify=verify)
+    split = "train" if train else "test"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x, y = z[f"x_{split}"], z[f"y_{split}"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path} cannot be read as the CIFAR-10 npz ({exc})") from exc
+    return torch.from_numpy(x), torch.from_numpy(y.astype("int64"))
+
+
+def hwc_to_model_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 HWC images (N, H, W, C) -> float (N, C, H, W) in [-1, 1]."""
+    return to_model_range(images.permute(0, 3, 1, 2))
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import check_space, load_tagged, serialize
-from .data import load_mnist, to_model_range
+from .data import hwc_to_model_range, load_cifar10, load_mnist, to_model_range
+from .errors import CheckpointError
 from .utils import atomic_write_bytes, project_root, resolve_device
 
 __all__ = [
@@ -39,10 +40,14 @@ __all__ = [
     "QualityReport",
     "measure_quality",
     "real_floor",
+    "CifarClassifier",
+    "CLASSIFIERS",
+    "classifier_data",
 ]
 
-CLASSIFIER_FORMAT = "diffusion_lib/mnist-classifier/v1"
+CLASSIFIER_FORMAT = "diffusion_lib/classifier/v1"
 CLASSIFIER_PATH = "results/instruments/mnist_classifier.pt"
+CIFAR_CLASSIFIER_PATH = "results/instruments/cifar10_classifier.pt"
 NUM_CLASSES = 10
 
 
@@ -77,10 +82,38 @@ class MnistClassifier(nn.Module):
         return self.head(self.dropout(self.features(x)))
 
 
+class CifarClassifier(nn.Module):
+    """A small VGG-style CNN for 32x32 RGB in model range; ``features`` gives a 256-d embedding."""
+
+    num_features = 256
+
+    def __init__(self, width: int = 48, dropout: float = 0.3) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            )
+
+        w = width
+        self.body = nn.Sequential(block(3, w), block(w, 2 * w), block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(), nn.Linear(4 * w, self.num_features), nn.ReLU(inplace=True))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.num_features, NUM_CLASSES)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))
+
+
 class _FeatureExtractor(nn.Module):
     """What torchmetrics calls: model-range images -> (N, 128) classifier features."""
 
-    def __init__(self, classifier: MnistClassifier) -> None:
+    def __init__(self, classifier: nn.Module) -> None:
         super().__init__()
         self.classifier = classifier
         self.num_features = classifier.num_features
@@ -102,35 +135,56 @@ def classifier_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
     return correct / len(x)
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random shifts of up to 2 pixels: cheap, and enough to reach 99% on MNIST."""
-    pad = F.pad(x, (2, 2, 2, 2), value=-1.0)
-    dx, dy = torch.randint(0, 5, (2,), generator=gen).tolist()
-    return pad[:, :, dy:dy + 28, dx:dx + 28]
+def _shift(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
+    """The batch shifted by up to ``pad`` pixels (one random shift per batch): cheap translation augmentation."""
+    size = x.shape[-1]
+    padded = F.pad(x, (pad, pad, pad, pad), value=-1.0 if x.shape[1] == 1 else 0.0)
+    dx, dy = torch.randint(0, 2 * pad + 1, (2,), generator=gen).tolist()
+    return padded[:, :, dy:dy + size, dx:dx + size]
+
+
+def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    mask = torch.rand(x.shape[0], generator=gen) < 0.5
+    return torch.where(mask[:, None, None, None], x.flip(-1), x)
+
+
+def classifier_data(dataset: str, data_root: str, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset split in model range, (N, C, H, W), with its labels."""
+    if dataset == "cifar10":
+        x, y = load_cifar10(data_root, train=train)
+        return hwc_to_model_range(x), y
+    if dataset == "mnist":
+        x, y = load_mnist(data_root, train=train)
+        return to_model_range(x), y
+    raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(CLASSIFIERS)}")
 
 
 def train_classifier(data_root: str = "data", epochs: int = 3, batch_size: int = 128, lr: float = 2e-3,
-                     seed: int = 0, device: Optional[str] = None, progress: bool = True,
-                     ) -> tuple[MnistClassifier, float]:
-    """Train the MNIST classifier on the 60k training images; returns ``(model, test accuracy)``."""
+                     seed: int = 0, device: Optional[str] = None, progress: bool = True, dataset: str = "mnist",
+                     ) -> tuple[nn.Module, float]:
+    """Train the dataset's classifier on its training split; returns ``(model, test accuracy)``.
+
+    Augmentation: random shifts (2 px for digits, 4 px and horizontal flips for CIFAR-10).
+    AdamW with a one-cycle learning rate.
+    """
     dev = resolve_device(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    xtr, ytr = load_mnist(data_root, train=True)
-    xte, yte = load_mnist(data_root, train=False)
-    xtr, xte = to_model_range(xtr), to_model_range(xte)
-    model = MnistClassifier().to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    xtr, ytr = classifier_data(dataset, data_root, train=True)
+    xte, yte = classifier_data(dataset, data_root, train=False)
+    model = CLASSIFIERS[dataset][0]().to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4 if dataset == "cifar10" else 1e-4)
     steps = epochs * (len(xtr) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    bar = tqdm(total=steps, desc="classifier", disable=not progress, mininterval=5)
+    bar = tqdm(total=steps, desc=f"{dataset} classifier", disable=not progress, mininterval=5)
     for _ in range(epochs):
         perm = torch.randperm(len(xtr), generator=gen)
         model.train()
         for i in range(len(xtr) // batch_size):
             idx = perm[i * batch_size:(i + 1) * batch_size]
-            xb = _augment(xtr[idx], gen).to(dev)
-            loss = F.cross_entropy(model(xb), ytr[idx].to(dev))
+            xb = xtr[idx]
+            xb = _flip(_shift(xb, gen, 4), gen) if dataset == "cifar10" else _shift(xb, gen, 2)
+            loss = F.cross_entropy(model(xb.to(dev)), ytr[idx].to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -145,7 +199,7 @@ def _resolve(path: str | Path) -> Path:
     return p if p.is_absolute() else project_root() / p
 
 
-def save_classifier(model: MnistClassifier, path: str | Path, accuracy: float, **meta) -> Path:
+def save_classifier(model: nn.Module, path: str | Path, accuracy: float, **meta) -> Path:
     path = _resolve(path)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     data = serialize({"format": CLASSIFIER_FORMAT, "state_dict": state, "test_accuracy": accuracy, "meta": meta})
@@ -155,24 +209,31 @@ def save_classifier(model: MnistClassifier, path: str | Path, accuracy: float, *
     return path
 
 
-def load_classifier(path: str | Path = CLASSIFIER_PATH, device: str | torch.device = "cpu",
-                    ) -> tuple[MnistClassifier, float]:
-    """Load the committed classifier; returns ``(model in eval mode, its test accuracy)``."""
+def load_classifier(path: str | Path = CLASSIFIER_PATH, device: str | torch.device = "cpu", dataset: str = "mnist",
+                    ) -> tuple[nn.Module, float]:
+    """Load a committed classifier; returns ``(model in eval mode, its test accuracy)``."""
     obj = load_tagged(_resolve(path), CLASSIFIER_FORMAT)
-    model = MnistClassifier()
-    model.load_state_dict(obj["state_dict"])
+    model = CLASSIFIERS[dataset][0]()
+    try:
+        model.load_state_dict(obj["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not hold a {dataset} classifier ({str(exc).splitlines()[0]})") from exc
     return model.to(device).eval(), float(obj["test_accuracy"])
 
 
-def get_classifier(path: str | Path = CLASSIFIER_PATH, data_root: str = "data", device: str | torch.device = "cpu",
-                   min_accuracy: float = 0.99, **train_kw) -> tuple[MnistClassifier, float]:
-    """The cached classifier, trained (and saved) first when the file is missing."""
+def get_classifier(path: str | Path | None = None, data_root: str = "data", device: str | torch.device = "cpu",
+                   min_accuracy: Optional[float] = None, dataset: str = "mnist", **train_kw,
+                   ) -> tuple[nn.Module, float]:
+    """The cached classifier of ``dataset``, trained (and saved) first when its file is missing."""
+    cls, default_path, default_min = CLASSIFIERS[dataset]
+    path = path or default_path
     if _resolve(path).exists():
-        return load_classifier(path, device)
-    model, acc = train_classifier(data_root, **train_kw)
-    if acc < min_accuracy:
-        raise RuntimeError(f"the classifier reached only {acc:.2%} test accuracy (< {min_accuracy:.0%}); not saved")
-    save_classifier(model, path, acc, epochs=train_kw.get("epochs", 3), seed=train_kw.get("seed", 0))
+        return load_classifier(path, device, dataset)
+    model, acc = train_classifier(data_root, dataset=dataset, **train_kw)
+    need = default_min if min_accuracy is None else min_accuracy
+    if acc < need:
+        raise RuntimeError(f"the {dataset} classifier reached only {acc:.2%} test accuracy (< {need:.0%}); not saved")
+    save_classifier(model, path, acc, dataset=dataset, **train_kw)
     return model.to(device).eval(), acc
 
 
@@ -209,15 +270,17 @@ class QualityReport:
                 "confidence": self.confidence, "classes": self.classes_covered}
 
 
-def measure_quality(samples: torch.Tensor, reference: torch.Tensor, classifier: MnistClassifier, *,
+def measure_quality(samples: torch.Tensor, reference: torch.Tensor, classifier: nn.Module, *,
                     kid_subset_size: Optional[int] = None, kid_subsets: int = 50, seed: int = 0,
                     batch_size: int = 500) -> QualityReport:
-    """FID-MNIST and KID-MNIST of ``samples`` against ``reference`` (both model range, (N, 1, 28, 28))."""
+    """FID and KID of ``samples`` against ``reference`` in the classifier's features (model range images)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    if samples.shape[1:] != (1, 28, 28) or reference.shape[1:] != (1, 28, 28):
-        raise ValueError(f"expected (N, 1, 28, 28) images, got {tuple(samples.shape)} and {tuple(reference.shape)}")
+    want = (1, 28, 28) if isinstance(classifier, MnistClassifier) else (3, 32, 32)
+    if samples.shape[1:] != want or reference.shape[1:] != want:
+        raise ValueError(f"expected (N, {', '.join(map(str, want))}) images for this classifier, "
+                         f"got {tuple(samples.shape)} and {tuple(reference.shape)}")
     n = min(len(samples), len(reference))
     subset = kid_subset_size or min(1000, n // 2 if n >= 4 else n)
     device = next(classifier.parameters()).device
@@ -239,18 +302,51 @@ def measure_quality(samples: torch.Tensor, reference: torch.Tensor, classifier: 
                          classes_covered=stats["classes_covered"], hist=stats["hist"])
 
 
-def real_floor(reference: torch.Tensor, classifier: MnistClassifier, data_root: str = "data",
-               seed: int = 0) -> QualityReport:
+def real_floor(reference: torch.Tensor, classifier: nn.Module, data_root: str = "data",
+               seed: int = 0, dataset: str = "mnist") -> QualityReport:
     """The real-vs-real floor: as many random *training* images, measured against ``reference`` (test images).
 
-    No model can be expected to do better than two independent sets of real digits
+    No model can be expected to do better than two independent sets of real images
     at the same N; the floor makes the bias of a small-N FID visible.
     """
-    xtr, _ = load_mnist(data_root, train=True)
+    xtr, _ = classifier_data(dataset, data_root, train=True)
     g = torch.Generator().manual_seed(seed)
-    real = to_model_range(xtr[torch.randperm(len(xtr), generator=g)[:len(reference)]])
+    real = xtr[torch.randperm(len(xtr), generator=g)[:len(reference)]]
     return measure_quality(real, reference, classifier, seed=seed)
 
 
 def entropy_uniform() -> float:
     return math.log(NUM_CLASSES)
+
+
+# dataset -> (classifier class, committed weights, accuracy the project requires of it)
+CLASSIFIERS: dict[str, tuple[type[nn.Module], str, float]] = {
+    "mnist": (MnistClassifier, CLASSIFIER_PATH, 0.99),
+    "cifar10": (CifarClassifier, CIFAR_CLASSIFIER_PATH, 0.75),
+}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m diffusion_lib.metrics [mnist|cifar10] [--epochs N] [--force]``: train and commit an instrument."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="train (or check) the project's quality classifier for a dataset")
+    ap.add_argument("dataset", nargs="?", default="mnist", choices=sorted(CLASSIFIERS))
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--force", action="store_true", help="retrain even if the committed weights exist")
+    args = ap.parse_args(argv)
+    _, path, need = CLASSIFIERS[args.dataset]
+    if args.force or not _resolve(path).exists():
+        epochs = args.epochs or (3 if args.dataset == "mnist" else 12)
+        model, acc = train_classifier(dataset=args.dataset, epochs=epochs)
+        if acc < need:
+            print(f"error: test accuracy {acc:.2%} is below the required {need:.0%}; nothing saved")
+            return 1
+        save_classifier(model, path, acc, dataset=args.dataset, epochs=epochs, seed=0)
+    model, acc = load_classifier(path, dataset=args.dataset)
+    print(f"{args.dataset} classifier: {_resolve(path)} ({acc:.2%} test accuracy)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -38,11 +38,11 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import find_resume_checkpoint, save_checkpoint, save_model
-from .config import TrainConfig, load_train_config
-from .data import TensorBatches, load_mnist, to_model_range
+from .config import TrainConfig, from_dict, load_train_config
+from .data import TensorBatches, load_cifar10, load_mnist, to_model_range
 from .errors import ConfigError, DiffusionError, TrainingInterrupted
 from .process import DiffusionProcess
-from .unet import DiffusionModel
+from .models import build_model
 from .utils import atomic_write_text, project_root, resolve_device, seed_everything
 from .viz import save_grid
 
@@ -117,13 +117,30 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
+def training_images(cfg: TrainConfig) -> torch.Tensor:
+    """The training set as one uint8 tensor (N, C, H, W), cut to ``train_subset`` when set."""
+    if cfg.dataset == "cifar10":
+        images = load_cifar10(cfg.data_root, train=True)[0].permute(0, 3, 1, 2).contiguous()
+    else:
+        images = load_mnist(cfg.data_root, train=True)[0].unsqueeze(1)
+    return images[: cfg.train_subset] if cfg.train_subset else images
+
+
 def _resolve(path: str) -> Path:
     p = Path(path)
     return p if p.is_absolute() else project_root() / p
 
 
+def _normalized(saved: dict[str, Any]) -> dict[str, Any]:
+    """A stored configuration with the current defaults filled in (keys added since it was written)."""
+    try:
+        return from_dict(TrainConfig, saved, source="stored configuration").to_dict()
+    except ConfigError:
+        return saved
+
+
 def _check_same_run(saved: dict[str, Any], cfg: TrainConfig, ckpt_dir: Path) -> None:
-    now = cfg.to_dict()
+    now, saved = cfg.to_dict(), _normalized(saved)
     diffs = [k for k in now if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
     if diffs:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in diffs)
@@ -155,7 +172,7 @@ def finished_run(cfg: TrainConfig) -> Optional[dict[str, Any]]:
     if not (out / "summary.json").is_file() or not (out / "model_ema.pt").is_file():
         return None
     summary = json.loads((out / "summary.json").read_text())
-    saved, now = summary.get("config", {}), cfg.to_dict()
+    saved, now = _normalized(summary.get("config", {})), cfg.to_dict()
     same = all(saved.get(k) == now[k] for k in now if k not in _RESUMABLE_CHANGES)
     return summary if same and summary.get("steps", 0) >= cfg.steps else None
 
@@ -199,11 +216,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    images, _ = load_mnist(cfg.data_root, train=True)
-    if cfg.train_subset:
-        images = images[: cfg.train_subset]
+    images = training_images(cfg)
     seed_everything(cfg.seed)
-    model = DiffusionModel(**cfg.unet_kwargs())
+    model = build_model(cfg.unet_kwargs())
     process = DiffusionProcess(
         cfg.image_size, cfg.channels, cfg.noise_steps, cfg.schedule, model,
         lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
@@ -266,6 +281,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
             while process.step < cfg.steps:
                 t0 = time.perf_counter()
                 x = to_model_range(batches.next())
+                if cfg.hflip:  # a random half of the batch mirrored left-right
+                    flip = torch.rand(x.shape[0], device=x.device) < 0.5
+                    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
                 loss = process.train_step(x)
                 dt = time.perf_counter() - t0
                 train_s += dt

@@ -248,7 +248,7 @@ def _validate(cfg: UNetConfig) -> None:
         raise ValueError("noise_steps must be at least 2")
 
 
-def summarize(model: DiffusionModel, batch: int = 1) -> list[dict]:
+def summarize(model: nn.Module, batch: int = 1) -> list[dict]:
     """One row per top-level block of the U-Net, in execution order.
 
     Each row: ``name``, ``kind`` (class name), ``stage`` (down/mid/up/io),
@@ -265,6 +265,8 @@ def summarize(model: DiffusionModel, batch: int = 1) -> list[dict]:
     for name, stage, module in blocks:
         def hook(mod, inp, out, name=name, stage=stage):
             kind = type(mod).__name__
+            if kind == "AddTimeResBlock":
+                kind = "ResBlock (+ time)"
             if kind == "Conv2d" and mod.stride == (2, 2):
                 kind = "Downsample (conv, stride 2)"
             elif kind == "Sequential":
@@ -285,6 +287,12 @@ def summarize(model: DiffusionModel, batch: int = 1) -> list[dict]:
     finally:
         for h in hooks:
             h.remove()
-    rows.insert(0, {"name": "time_embed", "kind": "Linear (the one time embedding)", "stage": "time",
-                    "out_shape": (cfg.time_dim,), "params": sum(p.numel() for p in model.time_embed.parameters())})
+    if hasattr(model, "time_embed"):
+        time_row = ("time_embed", "Linear (the one time embedding)", model.time_embed)
+    else:
+        time_row = ("time_mlp", "MLP (time embedding, projected in every block)", model.time_mlp)
+    rows.insert(0, {"name": time_row[0], "kind": time_row[1], "stage": "time",
+                    "out_shape": (time_row[2][-1].out_features if isinstance(time_row[2], nn.Sequential)
+                                  else time_row[2].out_features,),
+                    "params": sum(p.numel() for p in time_row[2].parameters())})
     return rows

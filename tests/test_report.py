@@ -18,7 +18,8 @@ ANSWERS = {
     "07_cifar10": ["Comparison with MNIST"],
     "08_ddim": ["Speed.", "Quality.", "Number of steps and eta."],
 }
-EXPECTED_CHAPTERS = ["01_unet", "02_process", "03_train", "04_schedules", "05_interpolation", "06_gan", "08_ddim"]
+EXPECTED_CHAPTERS = ["01_unet", "02_process", "03_train", "04_schedules", "05_interpolation", "06_gan", "07_cifar10",
+                     "08_ddim"]
 
 
 def reference_profile() -> str:
