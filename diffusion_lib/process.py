@@ -94,6 +94,10 @@ class DiffusionProcess:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.step = 0
         self.last_grad_norm = float("nan")
+        # what runs the training forward pass: the model itself, or a DistributedDataParallel wrapper
+        self.train_model: nn.Module = self.model
+        # decides whether a loss is usable; under DDP every rank must agree (see diffusion_lib.distributed)
+        self.loss_is_finite = math.isfinite
 
     # ------------------------------------------------------------------ forward process
     @property
@@ -120,7 +124,7 @@ class DiffusionProcess:
         if noise is None:
             noise = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, noise.to(self.device))
-        return F.mse_loss(self.model(x_t, t).float(), noise.to(self.device))
+        return F.mse_loss(self.train_model(x_t, t).float(), noise.to(self.device))
 
     def train_step(self, x: torch.Tensor, t: Optional[torch.Tensor] = None,
                    noise: Optional[torch.Tensor] = None) -> float:
@@ -128,7 +132,7 @@ class DiffusionProcess:
         self.model.train()
         loss = self.loss(x, t, noise)
         value = loss.item()
-        if not math.isfinite(value):
+        if not self.loss_is_finite(value):
             raise NonFiniteLossError(
                 f"the training loss became {value} at step {self.step + 1}; the weights were not updated. "
                 "Likely causes: a learning rate that is too high, too little gradient clipping, "

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from .checkpoint import find_resume_checkpoint, save_checkpoint, save_model
 from .config import TrainConfig, from_dict, load_train_config
 from .data import TensorBatches, load_cifar10, load_mnist, to_model_range
+from .distributed import Distributed
 from .errors import ConfigError, DiffusionError, TrainingInterrupted
 from .process import DiffusionProcess
 from .models import build_model
@@ -210,7 +211,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
         )
 
     # everything that can fail on bad input happens before anything is written
-    device = resolve_device(cfg.device)
+    dd = Distributed.from_env()
+    if dd.enabled and cfg.batch_size % dd.world_size:
+        raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
+                          f"{dd.world_size} ranks")
+    if not dd.is_main:  # rank 0 alone talks and writes
+        log, progress = (lambda *_: None), False
+    device = dd.device(resolve_device(cfg.device))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -224,6 +231,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
         lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
         grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay or None, device=device,
     )
+    process.train_model = dd.wrap(process.model, device)
+    process.loss_is_finite = dd.all_finite
     batches = TensorBatches(images, cfg.batch_size, seed=cfg.seed, device=device)
     metrics_path = out / "metrics.csv"
     rows: list[dict[str, float]] = []
@@ -241,12 +250,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
         if metrics_path.exists():  # drop rows logged after the checkpoint: no step is logged twice
             rows = [r for r in read_metrics(metrics_path) if r["step"] <= process.step]
         log(f"resumed from step {process.step} in {ckpt_dir}")
-    elif fresh:
+    elif fresh and dd.is_main:
         moved = _archive_old_run(out)
         if moved:
             log(f"the previous run was moved to {moved}")
 
-    out.mkdir(parents=True, exist_ok=True)
+    if dd.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     sample_gen_seed = cfg.seed + 1  # the same x_T for every periodic grid
     t_start = time.perf_counter()
     train_s = train_s0
@@ -264,10 +274,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
         }
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_dir / "last.pt", snapshot())
-        _write_metrics(metrics_path, rows)
+        if dd.is_main:
+            save_checkpoint(ckpt_dir / "last.pt", snapshot())
+            _write_metrics(metrics_path, rows)
 
     def sample_grid(tag: str) -> None:
+        if not dd.is_main:
+            return
         gen = torch.Generator().manual_seed(sample_gen_seed)
         x = process.sample(cfg.sample_n, generator=gen)
         save_grid(out / "samples" / f"{tag}.png", x, nrow=min(8, cfg.sample_n))
@@ -280,11 +293,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
         try:
             while process.step < cfg.steps:
                 t0 = time.perf_counter()
+                # the global batch and its randomness, drawn identically on every rank
                 x = to_model_range(batches.next())
                 if cfg.hflip:  # a random half of the batch mirrored left-right
                     flip = torch.rand(x.shape[0], device=x.device) < 0.5
                     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-                loss = process.train_step(x)
+                t = torch.randint(0, cfg.noise_steps, (x.shape[0],), device=device)
+                noise = torch.randn_like(x)
+                loss = dd.mean(process.train_step(dd.shard(x), dd.shard(t), dd.shard(noise)), device)
                 dt = time.perf_counter() - t0
                 train_s += dt
                 rows.append({"step": process.step, "loss": loss, "grad_norm": process.last_grad_norm,
@@ -296,7 +312,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
                 step = process.step
                 if cfg.sample_every and step % cfg.sample_every == 0 and step < cfg.steps:
                     sample_grid(f"step_{step:06d}")
-                if stop.signal is not None:
+                if dd.any(stop.signal is not None):
                     checkpoint()
                     raise TrainingInterrupted(
                         f"training interrupted by signal {stop.signal} after step {step}; "
@@ -313,6 +329,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
     wall = elapsed0 + time.perf_counter() - t_start
     seen = process.step * cfg.batch_size
     ips = seen / train_s if train_s > 0 else float("nan")
+    in_sync = dd.in_sync(process.model)
+    if not dd.is_main:
+        dd.barrier()
+        return TrainResult(out, process.step, train_s, wall, ips, device.type, out / "model_ema.pt", metrics_path,
+                           resumed_from)
     model_path = save_model(out / "model_ema.pt", process.eval_model, schedule=cfg.schedule,
                             noise_steps=cfg.noise_steps, dataset=cfg.dataset, steps=process.step,
                             config=cfg.to_dict())
@@ -326,10 +347,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
         "device_name": device_name(device),
         "torch": torch.__version__,
         "parameters": model.num_parameters,
+        "ranks": dd.world_size,
+        "ranks_in_sync": in_sync,
         "final_loss_mean_100": sum(r["loss"] for r in rows[-100:]) / max(1, len(rows[-100:])),
         "config": cfg.to_dict(),
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    dd.barrier()
     log(f"trained {process.step} steps in {wall / 60:.1f} min ({ips:.0f} images/s on {summary['device_name']}); "
         f"EMA weights: {model_path}")
     return TrainResult(out, process.step, train_s, wall, ips, device.type, model_path, metrics_path, resumed_from)
@@ -370,6 +394,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ValueError as exc:  # e.g. a CUDA device asked for on a machine without one
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

@@ -63,3 +63,33 @@ def test_odd_size_with_one_level_works():
     model = DiffusionModel(image_size=27, channels=1, base_channels=8, channel_mults=(1,))
     x = torch.randn(2, 1, 27, 27)
     assert model(x, torch.tensor([1, 2])).shape == x.shape
+
+
+@pytest.mark.parametrize("size", [28, 7, 2])
+def test_fast_concatenation_equals_explicit_concatenation(size):
+    """The decomposed conv over [h, broadcast t_emb] gives what the explicit concatenation gives."""
+    torch.manual_seed(1)
+    block = ResBlock(12, 16, temb_dim=8, groups=4, dropout=0.0)
+    x = torch.randn(3, 12, size, size)
+    temb = torch.randn(3, 8)
+    block.fast_concat = True
+    fast = block(x, temb)
+    block.fast_concat = False
+    explicit = block(x, temb)
+    assert torch.allclose(fast, explicit, atol=1e-5, rtol=1e-5)
+
+
+def test_fast_concatenation_gradients_match():
+    torch.manual_seed(2)
+    model = DiffusionModel(28, 1, base_channels=8, channel_mults=(1, 2), time_dim=8)
+    nn.init.normal_(model.out_conv.weight, std=0.1)
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 700])
+    grads = []
+    for fast in (True, False):
+        for m in model.modules():
+            if isinstance(m, ResBlock):
+                m.fast_concat = fast
+        model.zero_grad()
+        model(x, t).pow(2).sum().backward()
+        grads.append(model.time_embed.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-4)

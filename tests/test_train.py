@@ -290,3 +290,36 @@ def test_batches_resume_exactly():
     c.load_state_dict(b.state_dict())
     assert all(torch.equal(x, y) for x, y in zip(seq[4:], [c.next() for _ in range(5)]))
     assert torch.equal(torch.sort(torch.cat(seq[:6]).flatten()).values.unique(), torch.cat(seq[:6]).flatten().unique())
+
+
+def test_disk_full_errors_before_touching_the_old_checkpoint(tiny_train, monkeypatch):
+    import collections
+    import shutil as sh
+
+    d = tiny_train(steps=4, checkpoint_every=2)
+    train(cfg_of(d), progress=False, log=lambda *_: None)
+    ck = Path(d["out_dir"]) / "checkpoints"
+    before = {p.name: p.read_bytes() for p in ck.iterdir()}
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(CheckpointError, match="not enough disk space"):
+        train(cfg_of({**d, "steps": 6}), resume=True, progress=False, log=lambda *_: None)
+    assert {p.name: p.read_bytes() for p in ck.iterdir()} == before  # nothing replaced, no temp files left
+
+
+@pytest.mark.slow
+def test_sigterm_behaves_like_ctrl_c(tmp_path):
+    base = {"steps": 5000, "batch_size": 16, "train_subset": 512, "noise_steps": 50,
+            "model": {"base_channels": 8, "channel_mults": [1, 2], "time_dim": 8, "attention": False},
+            "checkpoint_every": 1000, "device": "cpu", "out_dir": str(tmp_path / "run")}
+    cfg = write_cfg(tmp_path, base)
+    proc = subprocess.Popen([sys.executable, "-m", "diffusion_lib.train", "--config", str(cfg), "--no-progress"],
+                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "run").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and f"signal {int(signal.SIGTERM)}" in err and "--resume" in err
+    assert load_checkpoint(tmp_path / "run/checkpoints/last.pt")["step"] > 0

@@ -1,0 +1,374 @@
+"""Benchmark: the project's MNIST U-Net against ``diffusers.UNet2DModel`` at a matched size, side by side.
+
+    python -m diffusion_lib.bench [--config params/cpu/03_train.yaml] [--batch 64] [--rounds 3]
+                                  [--out results/bench] [--readme]
+
+For the same batch on the same device, in one run, it prints and saves
+(``results/bench/<device>.json`` and ``.csv``):
+
+- training throughput (images/s; forward, backward and AdamW step) of both
+  models and the ratio;
+- sampling throughput: one denoising step, and a full DDIM-50 run;
+- peak memory (CUDA allocator peak, or the worker process's peak RSS on a CPU);
+- on CUDA: model FLOPs per image (``torch.utils.flop_counter``) and the achieved
+  fraction of the device's measured bf16 matmul rate;
+- an ablation of the speed features (each kept only if it helps).
+
+Each (model, round) runs in its own spawned worker process, alternating between
+the two models, so that both see the same machine state and the memory peak is
+each model's own. ``diffusers`` is a benchmark-only dependency
+(``pip install -e .[bench]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+__all__ = ["diffusers_unet", "matched_diffusers", "main"]
+
+
+class _DiffusersEps(nn.Module):
+    """``diffusers.UNet2DModel`` behind the project's ``model(x, t) -> eps`` interface."""
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t).sample
+
+
+def diffusers_unet(width: int, image_size: int = 28, channels: int = 1) -> nn.Module:
+    """A UNet2DModel shaped like the project's MNIST U-Net: 3 levels (w, 2w, 2w), attention at the lowest."""
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(
+        sample_size=image_size, in_channels=channels, out_channels=channels, block_out_channels=(width, 2 * width, 2 * width),
+        layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8,
+    )
+
+
+def matched_diffusers(target: int, image_size: int = 28, channels: int = 1) -> tuple[nn.Module, int]:
+    """The diffusers U-Net (width a multiple of 8) whose parameter count is closest to ``target``."""
+    best = None
+    for width in range(8, 257, 8):
+        n = sum(p.numel() for p in diffusers_unet(width, image_size, channels).parameters())
+        if best is None or abs(n - target) < abs(best[1] - target):
+            best = (width, n)
+        if n > 2 * target:
+            break
+    width, n = best
+    return _DiffusersEps(diffusers_unet(width, image_size, channels)), width
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:  # the worker's peak resident set (VmHWM), Linux
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn: Callable[[], Any], device: torch.device, iters: int, warmup: int = 2) -> float:
+    """Median seconds per call after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _image_shape(model: nn.Module) -> tuple[int, int, int]:
+    if isinstance(model, _DiffusersEps):
+        c = model.unet.config
+        return (c.in_channels, c.sample_size, c.sample_size)
+    return (model.config.channels, model.config.image_size, model.config.image_size)
+
+
+def _build(kind: str, cfg_path: str) -> nn.Module:
+    from .config import load_train_config
+    from .models import build_model
+
+    cfg = load_train_config(cfg_path)
+    ours = build_model(cfg.unet_kwargs())
+    if kind == "project":
+        return ours
+    return matched_diffusers(sum(p.numel() for p in ours.parameters()), cfg.image_size, cfg.channels)[0]
+
+
+def _worker(kind: str, cfg_path: str, batch: int, iters: int, device_name: str, options: dict, queue) -> None:
+    """One measurement in a fresh process: training, one sampling step, DDIM-50, peak memory."""
+    try:
+        torch.manual_seed(0)
+        device = torch.device(device_name)
+        if options.get("threads"):
+            torch.set_num_threads(options["threads"])
+        from .samplers import ddim_sample
+        from .schedules import NoiseSchedule
+        from .unet import ResBlock
+
+        model = _build(kind, cfg_path).to(device)
+        for m in model.modules():
+            if isinstance(m, ResBlock):
+                m.fast_concat = options.get("fast_concat", True)
+        cl = options.get("channels_last", False)
+        if cl:
+            model = model.to(memory_format=torch.channels_last)
+        x = torch.randn(batch, *_image_shape(model), device=device)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        t = torch.randint(0, 1000, (batch,), device=device)
+        noise = torch.randn_like(x)
+        amp = device.type == "cuda" and options.get("bf16", True)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4,
+                                **({"fused": True} if device.type == "cuda" else {"foreach": True}))
+        step_model = torch.compile(model) if options.get("compile") else model
+
+        def train_step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = (step_model(x, t).float() - noise).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        flops = None
+        if device.type == "cuda":
+            from torch.utils.flop_counter import FlopCounterMode
+
+            with FlopCounterMode(display=False) as fc:
+                train_step()
+            flops = fc.get_total_flops() / batch
+        train_s = _time(train_step, device, iters)
+        model.eval()
+        sched = NoiseSchedule.from_name("linear", 1000).to(device)
+
+        @torch.no_grad()
+        def one_step():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                step_model(x, t)
+
+        @torch.no_grad()
+        def ddim50():
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                ddim_sample(step_model, sched, x, steps=50)
+
+        step_s = _time(one_step, device, iters)
+        ddim_s = _time(ddim50, device, max(1, iters // 5), warmup=1)
+        queue.put({"model": kind, "params": sum(p.numel() for p in model.parameters()),
+                   "train_img_s": batch / train_s, "step_img_s": batch / step_s, "ddim50_img_s": batch / ddim_s,
+                   "peak_mem_mb": _peak_memory_mb(device), "flops_per_image_train": flops})
+    except Exception as exc:  # report, don't hang the parent
+        queue.put({"model": kind, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def _run_worker(kind: str, cfg_path: str, batch: int, iters: int, device: str, options: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_worker, args=(kind, cfg_path, batch, iters, device, options, q))
+    p.start()
+    res = q.get(timeout=3600)
+    p.join()
+    if "error" in res:
+        raise RuntimeError(f"benchmark worker for {kind} failed: {res['error']}")
+    return res
+
+
+def _bf16_matmul_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    s = _time(lambda: a @ b, device, 20, warmup=3)
+    return 2 * n**3 / s / 1e12
+
+
+def _data_pipeline(device: torch.device, batch: int, iters: int = 200) -> dict:
+    """Seconds per batch: the dataset resident as one tensor vs a DataLoader with workers and pinned memory."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .data import TensorBatches, load_mnist, to_model_range
+
+    images, _ = load_mnist("data", train=True)
+    resident = TensorBatches(images.unsqueeze(1), batch, seed=0, device=device)
+    t_res = _time(lambda: to_model_range(resident.next()), device, iters)
+    loader = DataLoader(TensorDataset(images.unsqueeze(1)), batch_size=batch, shuffle=True, num_workers=2,
+                        pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True)
+    it = iter(loader)
+
+    def from_loader():
+        nonlocal it
+        try:
+            (b,) = next(it)
+        except StopIteration:
+            it = iter(loader)
+            (b,) = next(it)
+        return to_model_range(b.to(device, non_blocking=True))
+
+    t_dl = _time(from_loader, device, iters, warmup=5)
+    return {"resident_ms": 1000 * t_res, "dataloader_ms": 1000 * t_dl}
+
+
+def machine_name(device: torch.device) -> str:
+    from .train import device_name
+
+    return device_name(device)
+
+
+def run(cfg_path: str, batch: int, rounds: int, iters: int, device: torch.device, ablation: bool) -> dict:
+    results: dict[str, list[dict]] = {"project": [], "diffusers": []}
+    for r in range(rounds):  # alternate, so both models see the same machine state
+        for kind in ("project", "diffusers"):
+            res = _run_worker(kind, cfg_path, batch, iters, str(device), {})
+            results[kind].append(res)
+            print(f"  round {r + 1}/{rounds} {kind:9s}: train {res['train_img_s']:8.1f} img/s, "
+                  f"one step {res['step_img_s']:9.1f} img/s, DDIM-50 {res['ddim50_img_s']:7.2f} img/s", flush=True)
+    summary: dict[str, Any] = {"device": machine_name(device), "device_type": device.type, "batch": batch,
+                               "rounds": rounds, "torch": torch.__version__, "python": platform.python_version()}
+    for kind, rs in results.items():
+        summary[kind] = {k: statistics.median([r[k] for r in rs]) if isinstance(rs[0][k], (int, float)) else rs[0][k]
+                         for k in rs[0] if k != "model"}
+    p, d = summary["project"], summary["diffusers"]
+    summary["param_ratio"] = p["params"] / d["params"]
+    summary["train_ratio"] = p["train_img_s"] / d["train_img_s"]
+    summary["step_ratio"] = p["step_img_s"] / d["step_img_s"]
+    summary["ddim50_ratio"] = p["ddim50_img_s"] / d["ddim50_img_s"]
+    peak = _bf16_matmul_tflops(device)
+    if peak:
+        summary["bf16_matmul_tflops"] = peak
+        for kind in ("project", "diffusers"):
+            s = summary[kind]
+            s["mfu"] = s["flops_per_image_train"] * s["train_img_s"] / (peak * 1e12)
+    if ablation:
+        ab = {}
+        variants = {"project, as used": {}, "without the fast concatenation": {"fast_concat": False},
+                    "channels_last": {"channels_last": True}}
+        if device.type == "cpu":
+            variants["1 thread"] = {"threads": 1}
+        else:
+            variants["float32 (no bf16 autocast)"] = {"bf16": False}
+            variants["torch.compile"] = {"compile": True}
+        for name, opts in variants.items():
+            ab[name] = _run_worker("project", cfg_path, batch, iters, str(device), opts)["train_img_s"]
+            print(f"  ablation {name:32s}: train {ab[name]:8.1f} img/s", flush=True)
+        ab.update(_data_pipeline(device, batch))
+        summary["ablation"] = ab
+    return summary
+
+
+def write(summary: dict, out: Path) -> Path:
+    from .utils import atomic_write_text
+
+    tag = "cuda" if summary["device_type"] == "cuda" else "cpu"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / f"{tag}.json", json.dumps(summary, indent=2) + "\n")
+    rows = ["metric,project,diffusers,ratio"]
+    for key, label in (("train_img_s", "training images/s"), ("step_img_s", "one denoising step, images/s"),
+                       ("ddim50_img_s", "DDIM-50, images/s"), ("peak_mem_mb", "peak memory (MB)"),
+                       ("params", "parameters")):
+        p, d = summary["project"][key], summary["diffusers"][key]
+        rows.append(f"{label},{p:.6g},{d:.6g},{p / d:.4g}")
+    atomic_write_text(out / f"{tag}.csv", "\n".join(rows) + "\n")
+    return out / f"{tag}.json"
+
+
+def readme_table(summaries: list[dict]) -> str:
+    lines = ["| device | batch | model | parameters | train img/s | one step img/s | DDIM-50 img/s | peak MB |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for s in summaries:
+        for kind in ("project", "diffusers"):
+            m = s[kind]
+            lines.append(f"| {s['device']} | {s['batch']} | {kind} | {m['params']:,} | {m['train_img_s']:,.0f} | "
+                         f"{m['step_img_s']:,.0f} | {m['ddim50_img_s']:,.1f} | {m['peak_mem_mb']:,.0f} |")
+        lines.append(f"| | | **ratio** | {s['param_ratio']:.2f} | **{s['train_ratio']:.2f}x** | "
+                     f"{s['step_ratio']:.2f}x | {s['ddim50_ratio']:.2f}x | |")
+    return "\n".join(lines)
+
+
+def update_readme(out: Path) -> None:
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    summaries = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    text = readme.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start not in text:
+        raise SystemExit("README.md has no <!-- bench:start --> marker")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    from .utils import atomic_write_text
+
+    atomic_write_text(readme, f"{head}{start}\n{readme_table(summaries)}\n{end}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="params/cpu/03_train.yaml", help="the project model to measure")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-ablation", action="store_true")
+    ap.add_argument("--out", default="results/bench")
+    ap.add_argument("--readme", action="store_true", help="also rewrite README's benchmark table")
+    ap.add_argument("--readme-only", action="store_true", help="only rewrite README's table from results/bench/*.json")
+    args = ap.parse_args(argv)
+    from .utils import project_root, resolve_device
+
+    out = Path(args.out) if Path(args.out).is_absolute() else project_root() / args.out
+    if args.readme_only:
+        update_readme(out)
+        return 0
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        print("error: the benchmark compares against diffusers: pip install -e .[bench]", file=sys.stderr)
+        return 2
+    device = resolve_device(args.device)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    print(f"benchmark on {machine_name(device)}, batch {args.batch}, {args.rounds} alternating rounds", flush=True)
+    summary = run(args.config, args.batch, args.rounds, args.iters, device, not args.no_ablation)
+    path = write(summary, out)
+    p, d = summary["project"], summary["diffusers"]
+    print(f"\nparameters: project {p['params']:,}, diffusers {d['params']:,} (ratio {summary['param_ratio']:.3f})")
+    print(f"training throughput ratio (project / diffusers): {summary['train_ratio']:.2f}x")
+    print(f"one-step sampling ratio: {summary['step_ratio']:.2f}x; DDIM-50 ratio: {summary['ddim50_ratio']:.2f}x")
+    print(f"peak memory: project {p['peak_mem_mb']:.0f} MB, diffusers {d['peak_mem_mb']:.0f} MB")
+    if "mfu" in p:
+        print(f"bf16 matmul peak {summary['bf16_matmul_tflops']:.0f} TFLOP/s; achieved fraction: project "
+              f"{p['mfu']:.1%}, diffusers {d['mfu']:.1%}")
+    print(f"saved {path}")
+    if args.readme:
+        update_readme(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

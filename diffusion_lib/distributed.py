@@ -1,0 +1,112 @@
+"""Data-parallel training under ``torchrun`` (DistributedDataParallel: NCCL on GPUs, gloo on CPUs).
+
+    torchrun --nproc_per_node=2 -m diffusion_lib.train --config params/cpu/03_train.yaml
+
+Every rank draws the same global batch, the same timesteps and the same noise
+(identical seeds and RNG states), and trains on its own contiguous slice of it;
+gradients are averaged by DDP. So N ranks with a global batch B follow the same
+trajectory as one process with batch B, up to the order of floating-point sums.
+Rank 0 alone logs, samples and writes checkpoints; every rank resumes from them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = ["Distributed"]
+
+
+@dataclass
+class Distributed:
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Distributed":
+        """Read torchrun's environment; initialise the process group when there is more than one rank."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        ctx = cls(world, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")))
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if backend == "nccl":
+                torch.cuda.set_device(ctx.local_rank)
+            dist.init_process_group(backend=backend)
+        return ctx
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def device(self, requested: torch.device) -> torch.device:
+        if self.enabled and requested.type == "cuda":
+            return torch.device("cuda", self.local_rank)
+        return requested
+
+    def shard(self, x: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous slice of a global batch."""
+        return x.chunk(self.world_size)[self.rank] if self.enabled else x
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def mean(self, value: float, device: torch.device) -> float:
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return float(t) / self.world_size
+
+    def all_finite(self, value: float) -> bool:
+        """True on every rank only if the loss is finite on every rank (so all stop together)."""
+        ok = math.isfinite(value)
+        if not self.enabled:
+            return ok
+        t = torch.tensor([1 if ok else 0], dtype=torch.int32,
+                         device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on one (a stop signal seen by any rank stops them all)."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32,
+                         device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def in_sync(self, model: nn.Module) -> bool:
+        """Whether every rank holds bitwise the same weights as rank 0."""
+        if not self.enabled:
+            return True
+        ok = True
+        for p in model.state_dict().values():
+            ref = p.detach().clone()
+            dist.broadcast(ref, src=0)
+            ok &= bool(torch.equal(ref, p.detach()))
+        return self.all_finite(0.0 if ok else float("nan"))
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
