@@ -94,6 +94,9 @@ class TrainConfig:
     threads: int = field(default=0, metadata=non_negative())  # 0: PyTorch's default
     deterministic: bool = False
     hflip: bool = False  # random horizontal flips of training images (CIFAR-10, not digits)
+    amp: bool = True  # bf16 autocast for the training forward pass on CUDA (ignored on a CPU)
+    compile: bool = False  # torch.compile the training model (opt-in; on in the gpu profile)
+    channels_last: bool = False  # NHWC memory format for model and batches
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

@@ -94,8 +94,10 @@ class DiffusionProcess:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
         self.step = 0
         self.last_grad_norm = float("nan")
-        # what runs the training forward pass: the model itself, or a DistributedDataParallel wrapper
+        # what runs the training forward pass: the model itself, or a DDP / torch.compile wrapper
         self.train_model: nn.Module = self.model
+        # bf16 autocast for the training forward pass (CUDA only; the loss is computed in float32)
+        self.amp = False
         # decides whether a loss is usable; under DDP every rank must agree (see diffusion_lib.distributed)
         self.loss_is_finite = math.isfinite
 
@@ -124,7 +126,9 @@ class DiffusionProcess:
         if noise is None:
             noise = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, noise.to(self.device))
-        return F.mse_loss(self.train_model(x_t, t).float(), noise.to(self.device))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            eps = self.train_model(x_t, t)
+        return F.mse_loss(eps.float(), noise.to(self.device))
 
     def train_step(self, x: torch.Tensor, t: Optional[torch.Tensor] = None,
                    noise: Optional[torch.Tensor] = None) -> float:

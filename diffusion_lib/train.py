@@ -51,7 +51,8 @@ __all__ = ["train", "finished_run", "TrainResult", "main", "METRIC_COLUMNS", "re
 
 METRIC_COLUMNS = ["step", "loss", "grad_norm", "lr", "images_per_s", "elapsed_s"]
 # keys that may change between a run and its resumption
-_RESUMABLE_CHANGES = {"steps", "sample_every", "sample_n", "checkpoint_every", "device", "threads", "out_dir", "data_root"}
+_RESUMABLE_CHANGES = {"steps", "sample_every", "sample_n", "checkpoint_every", "device", "threads", "out_dir", "data_root",
+                      "compile", "channels_last"}
 
 
 @dataclass
@@ -231,7 +232,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
         lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
         grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay or None, device=device,
     )
+    process.amp = cfg.amp and device.type == "cuda"
+    if cfg.channels_last:
+        process.model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     process.train_model = dd.wrap(process.model, device)
+    if cfg.compile:
+        process.train_model = torch.compile(process.train_model)
     process.loss_is_finite = dd.all_finite
     batches = TensorBatches(images, cfg.batch_size, seed=cfg.seed, device=device)
     metrics_path = out / "metrics.csv"
@@ -295,6 +303,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
                 t0 = time.perf_counter()
                 # the global batch and its randomness, drawn identically on every rank
                 x = to_model_range(batches.next())
+                if cfg.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 if cfg.hflip:  # a random half of the batch mirrored left-right
                     flip = torch.rand(x.shape[0], device=x.device) < 0.5
                     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
