@@ -58,6 +58,22 @@ def test_reference_profile_has_every_chapter():
     assert set(EXPECTED_CHAPTERS) <= have
 
 
+def test_reference_results_are_not_stale():
+    """Every reference chapter was executed with the library, chapter and parameters as they are now."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    from run_chapters import code_hash
+
+    profile = reference_profile()
+    timings = json.loads((ROOT / "results" / profile / "timings.json").read_text())
+    stale = [stem for stem in EXPECTED_CHAPTERS
+             if timings.get(stem, {}).get("code") != code_hash(ROOT / "chapters" / f"{stem}.ipynb",
+                                                               ROOT / "params" / profile / f"{stem}.yaml")]
+    assert not stale, f"re-execute these {profile} chapters: {stale} (tools/run_chapters.py --profile {profile} --only ...)"
+
+
 @pytest.mark.slow
 def test_every_page_in_a_real_browser(site):
     from playwright.sync_api import sync_playwright

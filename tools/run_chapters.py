@@ -58,6 +58,23 @@ def machine() -> str:
     return f"{name}, {threads} threads (CPU)"
 
 
+def code_hash(chapter: Path, params_file: Path) -> str:
+    """What an executed chapter depends on: the library (the benchmark aside), the chapter and its parameters.
+
+    Recorded beside each chapter's wall time; a reference chapter whose recorded hash
+    differs from the current one is stale and must be re-executed.
+    """
+    import hashlib
+
+    files = sorted(p for p in (ROOT / "diffusion_lib").glob("*.py") if p.name != "bench.py")
+    files += [chapter.with_suffix(".py"), params_file]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.relative_to(ROOT).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _atomic_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
@@ -135,7 +152,7 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -
         seconds = time.perf_counter() - t0
         os.replace(tmp, final)
         timings[nb.stem] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                            "machine": machine()}
+                            "machine": machine(), "code": code_hash(nb, param_files[nb])}
         _atomic_json(timings_path, timings)
         print(f"[{profile}] {nb.stem}: done in {seconds / 60:.1f} min", flush=True)
     return 0
