@@ -87,7 +87,7 @@ class CifarClassifier(nn.Module):
 
     num_features = 256
 
-    def __init__(self, width: int = 48, dropout: float = 0.3) -> None:
+    def __init__(self, width: int = 32, dropout: float = 0.3) -> None:
         super().__init__()
 
         def block(cin: int, cout: int) -> nn.Sequential:
@@ -337,7 +337,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     _, path, need = CLASSIFIERS[args.dataset]
     if args.force or not _resolve(path).exists():
-        epochs = args.epochs or (3 if args.dataset == "mnist" else 12)
+        epochs = args.epochs or (3 if args.dataset == "mnist" else 8)
         model, acc = train_classifier(dataset=args.dataset, epochs=epochs)
         if acc < need:
             print(f"error: test accuracy {acc:.2%} is below the required {need:.0%}; nothing saved")
