@@ -14,6 +14,7 @@ floor: FID-MNIST of N training images against N test images.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -74,6 +75,8 @@ class MnistClassifier(nn.Module):
                                   nn.Linear(64 * 7 * 7, self.num_features), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.num_features, NUM_CLASSES)
+        # RMS of the features on the real test set, fixed when the instrument is made (see calibrate)
+        self.register_buffer("feature_scale", torch.ones(()))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x.float())
@@ -102,6 +105,8 @@ class CifarClassifier(nn.Module):
                                   nn.Flatten(), nn.Linear(4 * w, self.num_features), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.num_features, NUM_CLASSES)
+        # RMS of the features on the real test set, fixed when the instrument is made (see calibrate)
+        self.register_buffer("feature_scale", torch.ones(()))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x.float())
@@ -120,7 +125,9 @@ class _FeatureExtractor(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier.features(x)
+        # features in units of their RMS on real data: KID's cubic kernel (x.y / d + 1)^3 then works
+        # on values of order 1, as it does with Inception features, instead of exploding
+        return self.classifier.features(x) / self.classifier.feature_scale
 
 
 @torch.no_grad()
@@ -191,7 +198,21 @@ def train_classifier(data_root: str = "data", epochs: int = 3, batch_size: int =
             sched.step()
             bar.update(1)
     bar.close()
-    return model.eval(), classifier_accuracy(model, xte, yte)
+    model.eval()
+    calibrate(model, xte)
+    return model, classifier_accuracy(model, xte, yte)
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> float:
+    """Set ``model.feature_scale`` to the RMS of its features on ``x`` (the real test set); returns it."""
+    model.eval()
+    device = next(model.parameters()).device
+    sq = sum(float(model.features(x[i:i + batch_size].to(device)).double().pow(2).sum())
+             for i in range(0, len(x), batch_size))
+    scale = (sq / (len(x) * model.num_features)) ** 0.5
+    model.feature_scale.fill_(scale)
+    return scale
 
 
 def _resolve(path: str | Path) -> Path:
@@ -286,7 +307,9 @@ def measure_quality(samples: torch.Tensor, reference: torch.Tensor, classifier: 
     device = next(classifier.parameters()).device
     feat = _FeatureExtractor(classifier).eval()
     fid = FrechetInceptionDistance(feature=feat, reset_real_features=True).to(device)
-    kid = KernelInceptionDistance(feature=feat, subsets=kid_subsets, subset_size=subset).to(device)
+    with warnings.catch_warnings():  # "KID will save all extracted features": yes, a few thousand at most
+        warnings.simplefilter("ignore", UserWarning)
+        kid = KernelInceptionDistance(feature=feat, subsets=kid_subsets, subset_size=subset).to(device)
     for imgs, real in ((reference, True), (samples, False)):
         for i in range(0, len(imgs), batch_size):
             b = imgs[i:i + batch_size].to(device).float()
@@ -334,6 +357,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("dataset", nargs="?", default="mnist", choices=sorted(CLASSIFIERS))
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--force", action="store_true", help="retrain even if the committed weights exist")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="(re)compute the feature scale of existing weights on the test set and save them")
     args = ap.parse_args(argv)
     _, path, need = CLASSIFIERS[args.dataset]
     if args.force or not _resolve(path).exists():
@@ -343,8 +368,18 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: test accuracy {acc:.2%} is below the required {need:.0%}; nothing saved")
             return 1
         save_classifier(model, path, acc, dataset=args.dataset, epochs=epochs, seed=0)
+    if args.calibrate:
+        obj = load_tagged(_resolve(path), CLASSIFIER_FORMAT)
+        model = CLASSIFIERS[args.dataset][0]()
+        model.load_state_dict(obj["state_dict"], strict=False)  # files made before the scale existed
+        x, y = classifier_data(args.dataset, "data", train=False)
+        scale = calibrate(model, x)
+        acc = classifier_accuracy(model, x, y)
+        save_classifier(model, path, acc, **obj.get("meta", {}))
+        print(f"feature scale {scale:.4f} saved; test accuracy {acc:.2%}")
     model, acc = load_classifier(path, dataset=args.dataset)
-    print(f"{args.dataset} classifier: {_resolve(path)} ({acc:.2%} test accuracy)")
+    print(f"{args.dataset} classifier: {_resolve(path)} ({acc:.2%} test accuracy, "
+          f"feature scale {float(model.feature_scale):.4f})")
     return 0
 
 

@@ -36,7 +36,16 @@ def test_fid_of_a_set_with_itself_is_zero(clf, test_images):
     x = test_images[0][:400]
     r = measure_quality(x, x, clf[0])
     assert abs(r.fid) < 1e-2
-    assert abs(r.kid_mean) < 1e-3
+    # KID's random subsets of the same set overlap, which biases it slightly; it stays tiny next to a real gap
+    noisy = (x + 0.5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    assert abs(r.kid_mean) < 0.02 * measure_quality(noisy, x, clf[0]).kid_mean
+
+
+def test_features_are_calibrated_to_unit_rms(clf, test_images):
+    from diffusion_lib.metrics import _FeatureExtractor
+
+    f = _FeatureExtractor(clf[0])(test_images[0][:2000])
+    assert f.pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=0.05)
 
 
 def test_fid_rises_with_noise(clf, test_images):
