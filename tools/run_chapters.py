@@ -21,6 +21,7 @@ import ast
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -128,6 +129,9 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -
         print("error: " + "\n".join(errors), file=sys.stderr)
         return 2
     out_dir.mkdir(parents=True, exist_ok=True)
+    for leftover in out_dir.glob(".*.running.ipynb"):  # from a run that was killed outright
+        (out_dir / "failed").mkdir(exist_ok=True)
+        os.replace(leftover, out_dir / "failed" / leftover.name.removeprefix(".").replace(".running", ""))
     timings_path = out_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     for nb in todo:
@@ -169,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     extra = {k: yaml.safe_load(v) for k, v in args.param}
+
+    def stop(signum, frame):  # SIGTERM ends a run like Ctrl-C: the partial notebook is kept in failed/
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     return run(args.profile, args.only, Path(args.results_root).resolve(), extra)
 
 
