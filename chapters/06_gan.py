@@ -30,6 +30,7 @@
 profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
+retrain = False
 gan = {"steps": 300, "batch_size": 64, "z_dim": 64, "width": 32, "snapshot_every": 100}
 n_eval = 64
 diffusion_sampler = {"method": "ddim", "steps": 20, "eta": 0.0}
@@ -52,7 +53,7 @@ from diffusion_lib import NoiseSchedule
 from diffusion_lib.checkpoint import load_model
 from diffusion_lib.data import load_mnist, to_model_range
 from diffusion_lib.config import from_dict
-from diffusion_lib.gan import GANConfig, train_gan
+from diffusion_lib.gan import GANConfig, load_gan, save_gan, train_gan
 from diffusion_lib.metrics import class_statistics, get_classifier, measure_quality, real_floor
 from diffusion_lib.report import claim, fmt
 from diffusion_lib.samplers import SamplerSpec, generate
@@ -73,16 +74,18 @@ x_test, _ = load_mnist(data_root, train=False)
 
 # %%
 cfg = from_dict(GANConfig, {**gan, "seed": seed}, source="chapter 06 gan parameters")
-t0 = time.perf_counter()
-G, D, hist = train_gan(x_train, cfg, device=device)
-gan_wall = time.perf_counter() - t0
+cached = None if retrain else load_gan(art / "gan.pt", cfg, device)
+if cached is None:
+    G, D, hist = train_gan(x_train, cfg, device=device)
+    save_gan(art / "gan.pt", cfg, G, D, hist)
+else:
+    G, D, hist = cached
+    print(f"Reusing the GAN trained with these parameters in {art / 'gan.pt'} (set retrain=True to train again).")
 gan_params = sum(p.numel() for p in G.parameters()) + sum(p.numel() for p in D.parameters())
-art.mkdir(parents=True, exist_ok=True)
-torch.save({k: v.cpu() for k, v in G.state_dict().items()}, art / "generator.pt")
 display(Markdown(
     f"DCGAN: generator {sum(p.numel() for p in G.parameters()):,} and discriminator "
     f"{sum(p.numel() for p in D.parameters()):,} parameters; {cfg.steps:,} steps of batch {cfg.batch_size} in "
-    f"{hist.train_seconds / 60:.1f} min of training ({gan_wall / 60:.1f} min wall) on {device_name(device)}, "
+    f"{hist.train_seconds / 60:.1f} min of training on {device_name(device)}, "
     f"{cfg.steps * cfg.batch_size / hist.train_seconds:,.0f} images/s."
 ))
 

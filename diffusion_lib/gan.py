@@ -21,7 +21,7 @@ from .config import non_negative, positive, rule
 from .data import TensorBatches, to_model_range
 from .utils import randn
 
-__all__ = ["Generator", "Discriminator", "GANConfig", "GANHistory", "train_gan"]
+__all__ = ["Generator", "Discriminator", "GANConfig", "GANHistory", "train_gan", "save_gan", "load_gan"]
 
 
 class Generator(nn.Module):
@@ -131,3 +131,48 @@ def train_gan(images: torch.Tensor, cfg: GANConfig, device: torch.device | str =
             if on_snapshot is not None:
                 on_snapshot(step, G)
     return G.eval(), D.eval(), hist
+
+
+GAN_FORMAT = "diffusion_lib/gan/v1"
+
+
+def save_gan(path, cfg: GANConfig, G: Generator, D: Discriminator, hist: GANHistory) -> None:
+    """Keep a trained GAN with its training history, so a chapter can be re-executed without retraining."""
+    from dataclasses import asdict
+
+    from .checkpoint import check_space, serialize
+    from .utils import atomic_write_bytes
+
+    data = serialize({"format": GAN_FORMAT, "config": asdict(cfg),
+                      "generator": {k: v.cpu() for k, v in G.state_dict().items()},
+                      "discriminator": {k: v.cpu() for k, v in D.state_dict().items()},
+                      "history": {"step": hist.step, "loss_d": hist.loss_d, "loss_g": hist.loss_g,
+                                  "d_real": hist.d_real, "d_fake": hist.d_fake,
+                                  "snapshots": {str(k): v for k, v in hist.snapshots.items()},
+                                  "train_seconds": hist.train_seconds}})
+    from pathlib import Path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    check_space(Path(path).parent, len(data))
+    atomic_write_bytes(path, data)
+
+
+def load_gan(path, cfg: GANConfig, device: torch.device | str = "cpu"):
+    """The GAN saved at ``path`` if it was trained with ``cfg``, else None."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from .checkpoint import load_tagged
+
+    if not Path(path).exists():
+        return None
+    obj = load_tagged(Path(path), GAN_FORMAT)
+    if obj["config"] != asdict(cfg):
+        return None
+    G, D = Generator(cfg.z_dim, cfg.width), Discriminator(cfg.width)
+    G.load_state_dict(obj["generator"])
+    D.load_state_dict(obj["discriminator"])
+    h = obj["history"]
+    hist = GANHistory(step=h["step"], loss_d=h["loss_d"], loss_g=h["loss_g"], d_real=h["d_real"], d_fake=h["d_fake"],
+                      snapshots={int(k): v for k, v in h["snapshots"].items()}, train_seconds=h["train_seconds"])
+    return G.to(device).eval(), D.to(device).eval(), hist
