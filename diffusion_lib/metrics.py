@@ -267,7 +267,7 @@ def class_statistics(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1
                        for i in range(0, len(x), batch_size)])
     hist = torch.bincount(probs.argmax(1), minlength=NUM_CLASSES).double()
     p = hist / hist.sum()
-    entropy = float(-(p[p > 0] * p[p > 0].log()).sum())
+    entropy = max(0.0, float(-(p[p > 0] * p[p > 0].log()).sum()))  # no "-0.00" for a single class
     return {"hist": hist.long().tolist(), "entropy": entropy, "confidence": float(probs.max(1).values.mean()),
             "classes_covered": int((hist > 0).sum())}
 

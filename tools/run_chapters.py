@@ -140,6 +140,7 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -
         tmp = out_dir / f".{nb.stem}.running.ipynb"
         print(f"[{profile}] {nb.stem}: executing -> {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final}",
               flush=True)
+        code = code_hash(nb, param_files[nb])  # what this execution runs, taken before it starts
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(ROOT), kernel_name="python3",
@@ -156,7 +157,7 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -
         seconds = time.perf_counter() - t0
         os.replace(tmp, final)
         timings[nb.stem] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                            "machine": machine(), "code": code_hash(nb, param_files[nb])}
+                            "machine": machine(), "code": code}
         _atomic_json(timings_path, timings)
         print(f"[{profile}] {nb.stem}: done in {seconds / 60:.1f} min", flush=True)
     return 0
