@@ -57,10 +57,11 @@ def resolve_root(root: str | Path) -> Path:
     return root if root.is_absolute() else project_root() / root
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
+def _digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file, read in chunks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
 
@@ -96,7 +97,7 @@ def prepare_mnist(root: str | Path = "data", source: str | Path | None = None) -
             shutil.copyfile(src_raw / name, tmp)
             os.replace(tmp, dst)
         if dst.exists():
-            got = _md5(dst)
+            got = _digest(dst, "md5")
             if got != md5:
                 raise DataError(
                     f"{dst} is corrupt or truncated: its MD5 is {got}, expected {md5} "
@@ -136,14 +137,6 @@ CIFAR10_SHA256 = "a4e3621fa9e6d18ace83b7634e477991efb6665757a10b5c153ee879213981
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def prepare_cifar10(root: str | Path = "data", source: str | Path | None = None, verify: bool = True) -> Path:
     """Make ``<root>/cifar10/cifar10.npz`` available (a symlink to the offline copy) and verify it.
 
@@ -166,7 +159,7 @@ def prepare_cifar10(root: str | Path = "data", source: str | Path | None = None,
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(src.resolve(), dst)
     if verify:
-        got = _sha256(dst)
+        got = _digest(dst, "sha256")
         if got != CIFAR10_SHA256:
             raise DataError(f"{dst} is corrupt or truncated: SHA-256 {got}, expected {CIFAR10_SHA256}. "
                             "Delete it and run `make data` again to link the offline copy.")

@@ -73,24 +73,20 @@ class Distributed:
         dist.all_reduce(t)
         return float(t) / self.world_size
 
+    def _reduce_flag(self, flag: bool, op) -> bool:
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32,
+                         device="cuda" if dist.get_backend() == "nccl" else "cpu")
+        dist.all_reduce(t, op=op)
+        return bool(t.item())
+
     def all_finite(self, value: float) -> bool:
         """True on every rank only if the loss is finite on every rank (so all stop together)."""
         ok = math.isfinite(value)
-        if not self.enabled:
-            return ok
-        t = torch.tensor([1 if ok else 0], dtype=torch.int32,
-                         device="cuda" if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
+        return self._reduce_flag(ok, dist.ReduceOp.MIN) if self.enabled else ok
 
     def any(self, flag: bool) -> bool:
         """True on every rank if it is true on one (a stop signal seen by any rank stops them all)."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1 if flag else 0], dtype=torch.int32,
-                         device="cuda" if dist.get_backend() == "nccl" else "cpu")
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return self._reduce_flag(flag, dist.ReduceOp.MAX) if self.enabled else flag
 
     def in_sync(self, model: nn.Module) -> bool:
         """Whether every rank holds bitwise the same weights as rank 0."""
@@ -101,7 +97,7 @@ class Distributed:
             ref = p.detach().clone()
             dist.broadcast(ref, src=0)
             ok &= bool(torch.equal(ref, p.detach()))
-        return self.all_finite(0.0 if ok else float("nan"))
+        return self._reduce_flag(ok, dist.ReduceOp.MIN)
 
     def barrier(self) -> None:
         if self.enabled:

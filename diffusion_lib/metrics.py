@@ -52,6 +52,15 @@ CIFAR_CLASSIFIER_PATH = "results/instruments/cifar10_classifier.pt"
 NUM_CLASSES = 10
 
 
+def _conv_block(cin: int, cout: int, bias: bool = True) -> nn.Sequential:
+    """Two 3x3 convolutions with BatchNorm and ReLU, then 2x2 max-pooling."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=bias), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=bias), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
 class MnistClassifier(nn.Module):
     """A small CNN for 28x28 digits in model range [-1, 1]; ``features`` gives the 128-d embedding.
 
@@ -63,15 +72,7 @@ class MnistClassifier(nn.Module):
 
     def __init__(self, dropout: float = 0.3) -> None:
         super().__init__()
-
-        def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            )
-
-        self.body = nn.Sequential(block(1, 32), block(32, 64), nn.Flatten(),
+        self.body = nn.Sequential(_conv_block(1, 32), _conv_block(32, 64), nn.Flatten(),
                                   nn.Linear(64 * 7 * 7, self.num_features), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.num_features, NUM_CLASSES)
@@ -92,16 +93,9 @@ class CifarClassifier(nn.Module):
 
     def __init__(self, width: int = 32, dropout: float = 0.3) -> None:
         super().__init__()
-
-        def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            )
-
         w = width
-        self.body = nn.Sequential(block(3, w), block(w, 2 * w), block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1),
+        self.body = nn.Sequential(_conv_block(3, w, bias=False), _conv_block(w, 2 * w, bias=False),
+                                  _conv_block(2 * w, 4 * w, bias=False), nn.AdaptiveAvgPool2d(1),
                                   nn.Flatten(), nn.Linear(4 * w, self.num_features), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.num_features, NUM_CLASSES)

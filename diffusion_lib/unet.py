@@ -235,16 +235,7 @@ class DiffusionModel(nn.Module):
         return self.out_conv(F.silu(self.out_norm(h)))
 
     def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4:
-            raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
-        if x.shape[1] != self.config.channels:
-            raise ValueError(f"model expects {self.config.channels} channel(s), got {x.shape[1]}")
-        factor = 2**self.downsamplings
-        if x.shape[2] % factor or x.shape[3] % factor:
-            raise ValueError(
-                f"image size {x.shape[2]}x{x.shape[3]} is not divisible by {factor}, "
-                f"which {len(self.config.channel_mults)} resolution levels need"
-            )
+        check_input(x, self.config.channels, len(self.config.channel_mults))
 
     @property
     def num_parameters(self) -> int:
@@ -254,6 +245,18 @@ class DiffusionModel(nn.Module):
     def from_config(cls, config: UNetConfig | dict) -> "DiffusionModel":
         d = config.to_dict() if isinstance(config, UNetConfig) else dict(config)
         return cls(**d)
+
+
+def check_input(x: torch.Tensor, channels: int, levels: int) -> None:
+    """One clear error for a batch the U-Net cannot take (wrong rank, channels, or a size it cannot halve)."""
+    if x.ndim != 4:
+        raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    if x.shape[1] != channels:
+        raise ValueError(f"model expects {channels} channel(s), got {x.shape[1]}")
+    factor = 2 ** (levels - 1)
+    if x.shape[2] % factor or x.shape[3] % factor:
+        raise ValueError(f"image size {x.shape[2]}x{x.shape[3]} is not divisible by {factor}, "
+                         f"which {levels} resolution levels need")
 
 
 def _validate(cfg: UNetConfig) -> None:

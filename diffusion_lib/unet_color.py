@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .unet import SelfAttention, _groups, sinusoidal_features
+from .unet import SelfAttention, _groups, check_input, sinusoidal_features
 
 __all__ = ["ColorUNetConfig", "ColorUNet"]
 
@@ -122,11 +122,7 @@ class ColorUNet(nn.Module):
         nn.init.zeros_(self.out_conv.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.config.channels:
-            raise ValueError(f"expected (B, {self.config.channels}, H, W) images, got {tuple(x.shape)}")
-        factor = 2**self.downsamplings
-        if x.shape[2] % factor or x.shape[3] % factor:
-            raise ValueError(f"image size {x.shape[2]}x{x.shape[3]} is not divisible by {factor}")
+        check_input(x, self.config.channels, len(self.config.channel_mults))
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         temb = self.time_mlp(sinusoidal_features(t.to(x.device), self.config.base_channels))

@@ -76,7 +76,7 @@ def test_color_unet_rejects_bad_sizes():
     with pytest.raises(ValueError, match="cannot be halved"):
         ColorUNet(image_size=30, channel_mults=(1, 2, 2))
     m = ColorUNet(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, groups=8)
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(ValueError, match="expects 3 channel"):
         m(torch.randn(1, 1, 32, 32), torch.tensor([1]))
 
 
