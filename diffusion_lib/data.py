@@ -22,6 +22,7 @@ from .utils import project_root
 
 __all__ = [
     "MNIST_FILES",
+    "shared_dir",
     "shared_data_dir",
     "resolve_root",
     "prepare_mnist",
@@ -44,11 +45,51 @@ MNIST_FILES: dict[str, str] = {
 }
 
 
+def _shared_candidates() -> Iterator[Path]:
+    """Where the shared folder may be: beside the project first, then beside each folder above it.
+
+    Both the physical project root and the logical one (``$PWD``, which keeps symlinked
+    paths) are tried, so a checkout reached through a link still finds its neighbour.
+    """
+    roots = [project_root()]
+    pwd = os.environ.get("PWD")
+    if pwd and Path(pwd).is_dir():
+        logical = Path(pwd)
+        for p in [logical, *logical.parents]:
+            if (p / "pyproject.toml").exists() and (p / "diffusion_lib").is_dir():
+                roots.append(p)
+                break
+    for root in roots:
+        for above in root.parents:
+            yield above / "shared"
+
+
+def shared_dir() -> Optional[Path]:
+    """The read-only folder beside the project holding ``data/`` and ``spec/``.
+
+    ``$DIFFUSION_SHARED`` names it outright (``$DIFFUSION_SHARED_DATA`` names its data
+    folder); otherwise the nearest ``shared/`` with a ``data`` or ``spec`` folder,
+    looking beside the project first and then beside each folder above it.
+    """
+    env = os.environ.get("DIFFUSION_SHARED")
+    if env:
+        return Path(env) if Path(env).is_dir() else None
+    env_data = os.environ.get("DIFFUSION_SHARED_DATA")
+    if env_data:
+        return Path(env_data).parent if Path(env_data).is_dir() else None
+    for cand in _shared_candidates():
+        if (cand / "data").is_dir() or (cand / "spec").is_dir():
+            return cand
+    return None
+
+
 def shared_data_dir() -> Optional[Path]:
-    """The offline data folder: ``$DIFFUSION_SHARED_DATA``, else ``../shared/data`` beside the project."""
+    """The offline data folder: ``$DIFFUSION_SHARED_DATA``, else ``data/`` of :func:`shared_dir`."""
     env = os.environ.get("DIFFUSION_SHARED_DATA")
-    cand = Path(env) if env else project_root().parent / "shared" / "data"
-    return cand if cand.is_dir() else None
+    if env:
+        return Path(env) if Path(env).is_dir() else None
+    shared = shared_dir()
+    return shared / "data" if shared is not None and (shared / "data").is_dir() else None
 
 
 def resolve_root(root: str | Path) -> Path:
@@ -73,8 +114,17 @@ def _missing_message(raw: Path) -> str:
         f"Put these four original files into {raw}/ :\n{files}\n"
         "They are the files of the original distribution (the project's offline copy lives in "
         "../shared/data/MNIST/raw/; set DIFFUSION_SHARED_DATA to point elsewhere), "
-        "or run once with network access to let torchvision download them."
+        "or run once with network access to let torchvision download them.\n"
+        + _looked_where()
     )
+
+
+def _looked_where() -> str:
+    found = shared_data_dir()
+    if found is not None:
+        return f"Offline folder searched: {found}."
+    looked = ", ".join(str(c) for c in dict.fromkeys(_shared_candidates()))
+    return f"No offline folder was found; looked for: {looked}."
 
 
 def prepare_mnist(root: str | Path = "data", source: str | Path | None = None) -> Path:
@@ -154,7 +204,7 @@ def prepare_cifar10(root: str | Path = "data", source: str | Path | None = None,
             raise DataError(
                 f"CIFAR-10 is not available: put cifar10.npz (uint8 arrays x_train, y_train, x_test, y_test; "
                 f"SHA-256 {CIFAR10_SHA256}) at {dst}, or place the project's offline copy at "
-                "../shared/data/cifar10/cifar10.npz (or set DIFFUSION_SHARED_DATA)."
+                "../shared/data/cifar10/cifar10.npz (or set DIFFUSION_SHARED_DATA).\n" + _looked_where()
             )
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(src.resolve(), dst)

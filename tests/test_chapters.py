@@ -18,7 +18,10 @@ from run_chapters import declared_parameters  # noqa: E402
 
 from diffusion_lib.config import check_chapter_parameters  # noqa: E402
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))
-SPEC = ROOT.parent / "shared" / "spec" / "assignment.md"
+from diffusion_lib.data import shared_dir  # noqa: E402
+
+SHARED = shared_dir()
+SPEC = SHARED / "spec" / "assignment.md" if SHARED is not None else None
 
 
 def _cells(nb):
@@ -112,12 +115,13 @@ def _check_cell(chapter: str, name: str) -> str:
 ])
 def test_assignment_check_runs_verbatim(chapter, name, line):
     code = _check_cell(chapter, name)
-    if SPEC.exists():  # every line but the import is the assignment's own
-        spec_lines = {ln.strip().removeprefix("In [ ]:").strip() for ln in SPEC.read_text().splitlines()}
-        for ln in code.splitlines():
-            s = ln.strip()
-            if s and not s.startswith("from diffusion_lib import"):
-                assert s in spec_lines, f"not in the assignment: {s!r}"
+    assert SPEC is not None and SPEC.exists(), "the assignment (shared/spec/assignment.md) was not found"
+    # every line but the import is the assignment's own
+    spec_lines = {ln.strip().removeprefix("In [ ]:").strip() for ln in SPEC.read_text().splitlines()}
+    for ln in code.splitlines():
+        s = ln.strip()
+        if s and not s.startswith("from diffusion_lib import"):
+            assert s in spec_lines, f"not in the assignment: {s!r}"
     out = io.StringIO()
     ns: dict = {}
     with contextlib.redirect_stdout(out):

@@ -257,6 +257,27 @@ def test_missing_dataset_names_the_four_files(tmp_path, monkeypatch, tiny_train)
     assert not Path(d["out_dir"]).exists()
 
 
+def test_shared_folder_is_found_beside_any_folder_above(tmp_path, monkeypatch):
+    from diffusion_lib import data
+
+    for var in ("DIFFUSION_SHARED", "DIFFUSION_SHARED_DATA"):
+        monkeypatch.delenv(var, raising=False)
+    checkout = tmp_path / "ci" / "work" / "main"
+    checkout.mkdir(parents=True)
+    monkeypatch.setattr(data, "project_root", lambda: checkout)
+    monkeypatch.setenv("PWD", str(checkout))
+    assert data.shared_dir() is None and data.shared_data_dir() is None
+    with pytest.raises(DataError, match="No offline folder was found; looked for: .*work/shared"):
+        data.load_mnist(checkout / "data")
+    (tmp_path / "ci" / "shared" / "data").mkdir(parents=True)  # two levels up
+    assert data.shared_dir() == tmp_path / "ci" / "shared"
+    (tmp_path / "ci" / "work" / "shared" / "spec").mkdir(parents=True)  # beside wins
+    assert data.shared_dir() == tmp_path / "ci" / "work" / "shared"
+    assert data.shared_data_dir() is None  # that one has no data folder
+    monkeypatch.setenv("DIFFUSION_SHARED", str(tmp_path / "ci" / "shared"))
+    assert data.shared_data_dir() == tmp_path / "ci" / "shared" / "data"
+
+
 def test_corrupt_dataset_file_names_file_and_checksum(tmp_path, tiny_train):
     from diffusion_lib.data import MNIST_FILES, prepare_mnist
 
