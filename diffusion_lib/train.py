@@ -364,8 +364,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     dd.barrier()
-    log(f"trained {process.step} steps in {wall / 60:.1f} min ({ips:.0f} images/s on {summary['device_name']}); "
-        f"EMA weights: {model_path}")
+    log(f"trained {process.step} steps: {train_s / 60:.1f} min of training steps, {wall / 60:.1f} min wall with "
+        f"sampling and checkpoints ({ips:.0f} images/s on {summary['device_name']}); EMA weights: {model_path}")
     return TrainResult(out, process.step, train_s, wall, ips, device.type, model_path, metrics_path, resumed_from)
 
 
