@@ -301,6 +301,10 @@ def write(summary: dict, out: Path) -> Path:
     return out / f"{tag}.json"
 
 
+# the training-throughput targets (project / diffusers at matched parameters and batch)
+TRAIN_RATIO_TARGET = {"cpu": 1.3}
+
+
 def readme_table(summaries: list[dict]) -> str:
     lines = ["| device | batch | model | parameters | train img/s | one step img/s | DDIM-50 img/s | peak MB |",
              "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -311,6 +315,16 @@ def readme_table(summaries: list[dict]) -> str:
                          f"{m['step_img_s']:,.0f} | {m['ddim50_img_s']:,.1f} | {m['peak_mem_mb']:,.0f} |")
         lines.append(f"| | | **ratio** | {s['param_ratio']:.2f} | **{s['train_ratio']:.2f}x** | "
                      f"{s['step_ratio']:.2f}x | {s['ddim50_ratio']:.2f}x | |")
+    for s in summaries:
+        target = TRAIN_RATIO_TARGET.get(s.get("device_type", ""))
+        if target is not None:
+            verdict = "met" if s["train_ratio"] >= target else "**not met**"
+            lines.append(f"\n{s['device']}: training throughput ratio {s['train_ratio']:.2f}x against the target of "
+                         f"{target:.1f}x: {verdict} (medians of {s['rounds']} alternating rounds, torch {s['torch']}).")
+        abl = {k: v for k, v in s.get("ablation", {}).items() if not k.endswith("_ms")}
+        if abl:
+            lines.append("\nAblation of the project's training step (img/s, same run): "
+                         + ", ".join(f"{k} {v:,.0f}" for k, v in abl.items()) + ".")
     return "\n".join(lines)
 
 

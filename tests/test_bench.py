@@ -27,3 +27,16 @@ def test_benchmark_runs_end_to_end(tmp_path):
         assert s[kind]["train_img_s"] > 0 and s[kind]["ddim50_img_s"] > 0 and s[kind]["peak_mem_mb"] > 0
     assert s["train_ratio"] == pytest.approx(s["project"]["train_img_s"] / s["diffusers"]["train_img_s"])
     assert "| **ratio** |" in readme_table([s])
+
+
+def test_readme_states_whether_the_cpu_target_is_met():
+    import json
+    from pathlib import Path
+
+    s = json.loads((Path(__file__).resolve().parent.parent / "results/bench/cpu.json").read_text())
+    for ratio, verdict in ((s["train_ratio"], None), (0.9, "**not met**"), (1.31, "met (")):
+        text = readme_table([{**s, "train_ratio": ratio}])
+        assert f"training throughput ratio {ratio:.2f}x against the target of 1.3x" in text
+        if verdict is not None:
+            assert f": {verdict}" in text
+    assert ("not met" in readme_table([{**s, "train_ratio": 1.29}])) and ("not met" not in readme_table([{**s, "train_ratio": 1.3}]))

@@ -25,3 +25,24 @@ def test_altering_a_result_flips_the_claim():
 def test_fmt():
     assert fmt(1234.5) == "1,234" or fmt(1234.5) == "1,235"
     assert fmt(0.012345) == "0.0123" and fmt(3.14159) == "3.14"
+
+
+def test_headline_is_built_from_the_results_files():
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "tools"))
+    from headline import CHAPTER_TITLES, headline
+
+    text = headline("cpu")
+    summary = json.loads((root / "results/cpu/03_train/summary.json").read_text())
+    assert f"{summary['train_seconds'] / 60:.1f} on {summary['device_name']}" in text  # training time, done once
+    timings = json.loads((root / "results/cpu/timings.json").read_text())
+    for stem, t in timings.items():
+        assert f"| {CHAPTER_TITLES[stem]} | {t['seconds'] / 60:.1f} |" in text
+    assert "DDPM-1000 | " in text and "faster than DDPM)" in text
+    ddpm_row = next(line for line in text.splitlines() if "DDPM-1000 |" in line)
+    assert "faster than DDPM" not in ddpm_row
+    assert "No results yet" in headline("no-such-profile")
