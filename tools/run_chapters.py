@@ -98,6 +98,11 @@ def declared_parameters(py: Path) -> dict:
 def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -> int:
     import papermill as pm
 
+    # The kernels inherit this environment. A non-interactive MPLBACKEND (CI sets Agg for the
+    # tests) would make plt.show() in a kernel display nothing, and the report would lose its
+    # figures; the kernels always get Jupyter's inline backend.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+
     todo = chapters()
     if only:
         wanted = set(only)
