@@ -155,7 +155,29 @@ def prepare_mnist(root: str | Path = "data", source: str | Path | None = None) -
                     "and run `make data` again to copy a good one from the offline folder, "
                     "or let torchvision download it."
                 )
+            _extract(dst)
     return root
+
+
+def _extract(gz: Path) -> None:
+    """Decompress a verified ``.gz`` beside itself (what torchvision reads), atomically.
+
+    torchvision only extracts inside ``download=True``; offline (``DIFFUSION_OFFLINE=1``)
+    it expects the extracted files, so a fresh data folder is extracted here.
+    """
+    import gzip
+
+    out = gz.with_suffix("")
+    if out.exists():
+        return
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        os.replace(tmp, out)
+    except (OSError, EOFError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise DataError(f"could not extract {gz}: {exc}; delete it and run `make data` again") from exc
 
 
 def load_mnist(

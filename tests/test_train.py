@@ -291,6 +291,17 @@ def test_corrupt_dataset_file_names_file_and_checksum(tmp_path, tiny_train):
     assert "make data" in msg
 
 
+def test_fresh_data_folder_loads_offline(tmp_path, monkeypatch):
+    """A new clone's first `make data` under DIFFUSION_OFFLINE=1: copy, verify, extract, load."""
+    from diffusion_lib.data import load_mnist
+
+    monkeypatch.setenv("DIFFUSION_OFFLINE", "1")
+    x, y = load_mnist(tmp_path / "fresh", train=False)
+    assert x.shape == (10000, 28, 28) and y[:5].tolist() == [7, 2, 1, 0, 4]
+    raw = tmp_path / "fresh" / "MNIST" / "raw"
+    assert (raw / "t10k-images-idx3-ubyte").stat().st_size == 7_840_016 and not list(raw.glob("*.tmp"))
+
+
 def test_mnist_loads_offline_with_known_statistics():
     from diffusion_lib.data import load_mnist
 
