@@ -35,6 +35,12 @@
 # weights and summary are in the results folder), the chapter reuses it instead of
 # training again; `retrain=True` starts over and moves the old run aside.
 #
+# Precision: on a GPU, and on a CPU with native bf16 arithmetic (AVX512-BF16 or
+# AMX; the `cpu` profile sets `amp_cpu: true`), the forward pass runs under bf16
+# autocast: the convolutions compute in bfloat16, while the weights, the
+# optimizer state, the loss and all sampling stay in float32. The benchmark in
+# the README measures what this buys, side by side with float32.
+#
 # Sampling is Algorithm 2: start from $x_T \sim \mathcal{N}(0, I)$ and apply
 # the learned reverse step $T$ times.
 
@@ -97,7 +103,7 @@ display(Markdown(
     f"({summary['images_seen'] / (cfg.train_subset or 60000):.1f} epochs of "
     f"{cfg.train_subset or 60000:,} images) in {summary['train_seconds'] / 60:.1f} min of training "
     f"({summary['wall_seconds'] / 60:.1f} min wall clock, sample grids and checkpoints included) on "
-    f"{summary['device_name']}, PyTorch {summary['torch']}. "
+    f"{summary['device_name']}, PyTorch {summary['torch']}, {summary.get('precision', 'float32')}. "
     f"**Throughput: {summary['images_per_s']:,.0f} images/s** (forward, backward and optimizer step). "
     f"Model: {summary['parameters']:,} parameters, {cfg.schedule} schedule, T = {cfg.noise_steps}."
 ))

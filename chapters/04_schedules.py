@@ -71,7 +71,7 @@ from diffusion_lib import NoiseSchedule, timestep_losses
 from diffusion_lib.checkpoint import load_model
 from diffusion_lib.config import TrainConfig, from_dict
 from diffusion_lib.data import load_mnist, to_model_range
-from diffusion_lib.metrics import get_classifier, measure_quality, real_floor
+from diffusion_lib.metrics import get_classifier, kid_gap, measure_quality, real_floor
 from diffusion_lib.report import claim, fmt
 from diffusion_lib.samplers import SamplerSpec, generate
 from diffusion_lib.train import finished_run, read_metrics
@@ -288,7 +288,7 @@ display(claim(
     stab["loss max / median"].max() < 5 and clipped < 0.5 and all(np.isfinite(stab["loss (2nd half)"])),
 ))
 kid, kid_sd = quality["KID-MNIST (x1e3)"], quality["KID std (x1e3)"]
-gap_sd = abs(kid["cosine"] - kid["linear"]) / float(np.hypot(kid_sd["cosine"], kid_sd["linear"]))
+gap_sd = abs(kid_gap(quality.loc["cosine"], quality.loc["linear"]))
 bands = {n: {"high noise (log-SNR < -2)": int((s.log_snr < -2).sum()), "middle": mid_band[n],
              "low noise (log-SNR > 2)": int((s.log_snr > 2).sum())} for n, s in sched.items()}
 display(Markdown("Training steps per noise band (t is drawn uniformly, so this is how often the network trains "

@@ -69,7 +69,7 @@ from IPython.display import Markdown, display
 from diffusion_lib import NoiseSchedule
 from diffusion_lib.checkpoint import load_model
 from diffusion_lib.data import load_mnist, to_model_range
-from diffusion_lib.metrics import get_classifier, measure_quality, real_floor
+from diffusion_lib.metrics import get_classifier, kid_gap, measure_quality, real_floor
 from diffusion_lib.report import claim, fmt
 from diffusion_lib.samplers import SamplerSpec, ddim_invert, ddim_sample, generate
 from diffusion_lib.train import device_name
@@ -261,12 +261,6 @@ plt.show()
 # %%
 def row(name):
     return table[table.sampler == name].iloc[0]
-
-
-def kid_gap(a, b):
-    """KID of ``a`` minus KID of ``b`` in units of their combined standard deviation."""
-    sd = (a["KID std (x1e3)"] ** 2 + b["KID std (x1e3)"] ** 2) ** 0.5
-    return (a["KID-MNIST (x1e3)"] - b["KID-MNIST (x1e3)"]) / sd
 
 
 d0 = {s: row(SamplerSpec("ddim", s, eta=0.0).name) for s in ddim_steps} if 0.0 in etas else {}

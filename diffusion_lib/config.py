@@ -94,7 +94,10 @@ class TrainConfig:
     threads: int = field(default=0, metadata=non_negative())  # 0: PyTorch's default
     deterministic: bool = False
     hflip: bool = False  # random horizontal flips of training images (CIFAR-10, not digits)
-    amp: bool = True  # bf16 autocast for the training forward pass on CUDA (ignored on a CPU)
+    amp: bool = True  # bf16 autocast for the training forward pass on CUDA
+    # bf16 autocast on a CPU too, where it runs natively (AVX512-BF16 or AMX); elsewhere it would be
+    # emulated and slow, so the run stays in float32 and says so
+    amp_cpu: bool = False
     compile: bool = False  # torch.compile the training model (opt-in; on in the gpu profile)
     channels_last: bool = False  # NHWC memory format for model and batches
 

@@ -40,6 +40,7 @@ __all__ = [
     "class_statistics",
     "QualityReport",
     "measure_quality",
+    "kid_gap",
     "real_floor",
     "CifarClassifier",
     "CLASSIFIERS",
@@ -317,6 +318,25 @@ def measure_quality(samples: torch.Tensor, reference: torch.Tensor, classifier: 
     return QualityReport(n=len(samples), fid=float(fid.compute()), kid_mean=float(kid_mean), kid_std=float(kid_std),
                          entropy=stats["entropy"], confidence=stats["confidence"],
                          classes_covered=stats["classes_covered"], hist=stats["hist"])
+
+
+def kid_gap(a, b) -> float:
+    """KID of ``a`` minus KID of ``b``, in units of their combined standard deviation (signed).
+
+    ``a`` and ``b`` are :class:`QualityReport` objects or rows of a quality table
+    (mappings with ``"KID-MNIST (x1e3)"`` and ``"KID std (x1e3)"``). The KID std is
+    the spread over random subsets, so a gap under about 2 does not separate the two.
+    """
+    def mean_sd(r) -> tuple[float, float]:
+        if isinstance(r, QualityReport):  # the same x1e3 units as a table row
+            return 1e3 * r.kid_mean, 1e3 * r.kid_std
+        return float(r["KID-MNIST (x1e3)"]), float(r["KID std (x1e3)"])
+
+    (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
+    sd = math.hypot(sa, sb)
+    if sd == 0:
+        raise ValueError("both KID standard deviations are 0: the gap in standard deviations is undefined")
+    return (ma - mb) / sd
 
 
 def real_floor(reference: torch.Tensor, classifier: nn.Module, data_root: str = "data",

@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from tqdm import tqdm
@@ -44,7 +44,7 @@ from .distributed import Distributed
 from .errors import ConfigError, DiffusionError, TrainingInterrupted
 from .process import DiffusionProcess
 from .models import build_model
-from .utils import atomic_write_text, project_root, resolve_device, seed_everything
+from .utils import atomic_write_text, cpu_has_native_bf16, project_root, resolve_device, seed_everything
 from .viz import save_grid
 
 __all__ = ["train", "finished_run", "TrainResult", "main", "METRIC_COLUMNS", "read_metrics", "device_name"]
@@ -79,6 +79,17 @@ def device_name(device: torch.device) -> str:
                 name = line.split(":", 1)[1].strip()
                 break
     return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def use_bf16_autocast(cfg: TrainConfig, device: torch.device, log: Callable[[str], None] = print) -> bool:
+    """Whether the training forward pass runs under bf16 autocast: ``amp`` on CUDA, ``amp_cpu`` on a CPU with native bf16."""
+    if device.type == "cuda":
+        return cfg.amp
+    if device.type == "cpu" and cfg.amp_cpu:
+        if cpu_has_native_bf16():
+            return True
+        log("amp_cpu: this CPU has no native bf16 (AVX512-BF16 or AMX); training in float32")
+    return False
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
@@ -232,7 +243,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
         lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
         grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay or None, device=device,
     )
-    process.amp = cfg.amp and device.type == "cuda"
+    process.amp = use_bf16_autocast(cfg, device, log)
     if cfg.channels_last:
         process.model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
@@ -356,6 +367,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progre
         "device": device.type,
         "device_name": device_name(device),
         "torch": torch.__version__,
+        "precision": "bf16 autocast, float32 weights" if process.amp else "float32",
         "parameters": model.num_parameters,
         "ranks": dd.world_size,
         "ranks_in_sync": in_sync,

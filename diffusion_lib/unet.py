@@ -86,11 +86,12 @@ class ResBlock(nn.Module):
         small = temb[:, :, None, None].expand(-1, -1, 3, 3).to(h.dtype)
         t9 = F.conv2d(small, w_t.to(h.dtype), padding=1)  # (B, out, 3, 3): the nine border patterns
         H, W = h.shape[2], h.shape[3]
-        rows = torch.ones(H, dtype=torch.long, device=h.device)
-        rows[0], rows[-1] = 0, 2
-        cols = torch.ones(W, dtype=torch.long, device=h.device)
-        cols[0], cols[-1] = 0, 2
-        return out + t9[:, :, rows][:, :, :, cols]
+        # rows 0 | 1..H-2 | H-1 take the top, middle and bottom pattern; the same for columns.
+        # Built from slices and expands (their backward is a slice and a sum), not from an index gather
+        # whose backward is a scatter-add.
+        t9 = torch.cat([t9[:, :, :1], t9[:, :, 1:2].expand(-1, -1, H - 2, -1), t9[:, :, 2:]], dim=2)
+        t_map = torch.cat([t9[:, :, :, :1], t9[:, :, :, 1:2].expand(-1, -1, -1, W - 2), t9[:, :, :, 2:]], dim=3)
+        return out + t_map
 
 
 class SelfAttention(nn.Module):

@@ -34,6 +34,14 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX), so bf16 autocast pays off."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # an older or unusual build: assume not
+        return False
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (all devices)."""
     random.seed(seed)

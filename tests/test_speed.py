@@ -1,0 +1,106 @@
+"""Speed features that change how training runs: bf16 autocast on a CPU, and the settings the benchmark uses."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from diffusion_lib import train as train_mod
+from diffusion_lib.checkpoint import load_model
+from diffusion_lib.config import TrainConfig, from_dict
+from diffusion_lib.metrics import QualityReport, kid_gap
+from diffusion_lib.train import read_metrics, train, use_bf16_autocast
+from diffusion_lib.utils import cpu_has_native_bf16
+from conftest import tiny_train_dict
+
+CPU = torch.device("cpu")
+
+
+def _cfg(tiny_train, **kw):
+    return from_dict(TrainConfig, tiny_train(**kw))
+
+
+def test_cpu_bf16_is_opt_in(tiny_train):
+    assert not use_bf16_autocast(_cfg(tiny_train), CPU)  # amp (the CUDA switch) alone does nothing on a CPU
+    assert use_bf16_autocast(_cfg(tiny_train, amp_cpu=True), CPU) == cpu_has_native_bf16()
+
+
+def test_cpu_bf16_without_native_support_falls_back_and_says_so(tiny_train, monkeypatch):
+    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: False)
+    said = []
+    assert not use_bf16_autocast(_cfg(tiny_train, amp_cpu=True), CPU, log=said.append)
+    assert said and "float32" in said[0]
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_bf16_training_on_cpu_runs_and_keeps_float32_weights(tiny_train):
+    d = tiny_train(amp_cpu=True, steps=8)
+    res = train(from_dict(TrainConfig, d), progress=False, log=lambda *_: None)
+    rows = read_metrics(Path(d["out_dir"]) / "metrics.csv")
+    assert len(rows) == 8 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    model, _ = load_model(res.model_path)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    summary = json.loads((Path(d["out_dir"]) / "summary.json").read_text())
+    assert summary["precision"] == "bf16 autocast, float32 weights"
+
+
+def test_bf16_forward_stays_close_to_float32():
+    """The autocast forward pass is the same function, rounded: its output differs from float32 by ~1e-2 at most."""
+    from diffusion_lib.unet import DiffusionModel
+
+    torch.manual_seed(0)
+    m = DiffusionModel(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, time_dim=16, attention=True)
+    for p in m.out_conv.parameters():  # a zero-initialised output would make any comparison pass
+        torch.nn.init.normal_(p, std=0.1)
+    x, t = torch.randn(4, 1, 28, 28), torch.randint(0, 1000, (4,))
+    ref = m(x, t)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = m(x, t).float()
+    rel = ((low - ref).norm() / ref.norm()).item()
+    assert 0 < rel < 0.05, rel
+
+
+def test_cpu_profile_trains_with_cpu_bf16():
+    """The cpu reference models are trained as the benchmark measures them (amp_cpu in every cpu training config)."""
+    root = Path(__file__).resolve().parent.parent
+    for name in ("03_train", "04_schedules", "07_cifar10"):
+        train_section = yaml.safe_load((root / f"params/cpu/{name}.yaml").read_text())["train"]
+        assert train_section.get("amp_cpu") is True, name
+
+
+def test_benchmark_measures_the_project_as_its_config_runs_it():
+    pytest.importorskip("diffusers")
+    from diffusion_lib.bench import as_shipped, as_used
+
+    used = as_used("params/cpu/03_train.yaml", CPU)
+    assert used["bf16"] == cpu_has_native_bf16() and used["fast_concat"]
+    assert as_used("params/quick/03_train.yaml", CPU)["bf16"] is False
+    assert as_shipped(CPU) == {"bf16": False, "channels_last": False, "compile": False}
+
+
+def test_kid_gap_is_signed_in_combined_standard_deviations():
+    a = {"KID-MNIST (x1e3)": 20.0, "KID std (x1e3)": 3.0}
+    b = {"KID-MNIST (x1e3)": 12.0, "KID std (x1e3)": 4.0}
+    assert kid_gap(a, b) == pytest.approx(8 / 5)
+    assert kid_gap(b, a) == pytest.approx(-8 / 5)
+    rep = QualityReport(n=10, fid=1.0, kid_mean=0.020, kid_std=0.003, entropy=2.0, confidence=0.9,
+                        classes_covered=10, hist=[1] * 10)
+    assert kid_gap(rep, b) == pytest.approx(8 / 5)  # a report is read in the table's x1e3 units
+    with pytest.raises(ValueError, match="undefined"):
+        kid_gap({"KID-MNIST (x1e3)": 1, "KID std (x1e3)": 0}, {"KID-MNIST (x1e3)": 2, "KID std (x1e3)": 0})
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_bf16_and_float32_training_follow_the_same_loss_curve(tmp_path):
+    """Same seed, data and noise: the bf16 run's loss stays within a few percent of the float32 run's."""
+    curves = {}
+    for amp in (False, True):
+        d = tiny_train_dict(tmp_path / f"amp{amp}", amp_cpu=amp, steps=40, checkpoint_every=0)
+        train(from_dict(TrainConfig, d), progress=False, log=lambda *_: None)
+        curves[amp] = torch.tensor([r["loss"] for r in read_metrics(Path(d["out_dir"]) / "metrics.csv")])
+    assert curves[False][-10:].mean() < 0.7 * curves[False][:10].mean()  # it is learning at all
+    rel = (curves[True] - curves[False]).abs() / curves[False]
+    assert rel.max() < 0.1, rel.max()
+    assert not torch.equal(curves[True], curves[False])  # and bf16 really ran
