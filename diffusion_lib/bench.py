@@ -365,10 +365,14 @@ def readme_table(summaries: list[dict]) -> str:
                      f"{s['step_ratio']:.2f}x | {s['ddim50_ratio']:.2f}x | |")
     for s in summaries:
         lines.append("")
-        used = ", ".join(k for k, v in s.get("settings", {}).get("project", {}).items()
-                         if v is True and k != "fast_concat") or "float32, eager"
-        lines.append(f"{s['device']}: the project runs as its training config `{s.get('config', '?')}` sets it up "
-                     f"({used}); diffusers as shipped.")
+        labels = {"bf16": "bf16 autocast", "channels_last": "channels_last", "compile": "torch.compile"}
+        used = ", ".join(labels[k] for k, v in s.get("settings", {}).get("project", {}).items()
+                         if v is True and k in labels) or "float32, eager"
+        shipped = ", ".join(labels[k] for k, v in s.get("settings", {}).get("diffusers", {}).items()
+                            if v is True and k in labels) or "float32, eager"
+        lines.append(f"{s['device']}: the project's training step runs as its training config "
+                     f"`{s.get('config', '?')}` sets it up ({used}); diffusers' as shipped ({shipped}). Sampling "
+                     "runs at the same precision for both.")
         target = TRAIN_RATIO_TARGET.get(s.get("device_type", ""))
         best = s.get("train_ratio_vs_best_diffusers")
         if target is not None:
