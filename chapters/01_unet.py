@@ -48,17 +48,19 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from diffusion_lib import DiffusionModel
-from diffusion_lib.config import load_train_config
-from diffusion_lib.unet import sinusoidal_features, summarize
-from diffusion_lib.utils import project_root
-from diffusion_lib.viz import plot_unet
+from diffusion_lib.chapter.plots import plot_unet
+from diffusion_lib.core.paths import resolve
+from diffusion_lib.nets.blocks import ConcatResBlock, sinusoidal_features
+from diffusion_lib.nets.registry import build_model
+from diffusion_lib.nets.summary import summarize
+from diffusion_lib.training.config import load_train_config
 
-root = project_root()
-cfg = load_train_config(root / train_config)
-model = DiffusionModel(**cfg.unet_kwargs())
+cfg = load_train_config(resolve(train_config))
+model = build_model(cfg.model_config())
 rows = summarize(model)
 assert sum(r["params"] for r in rows) == model.num_parameters  # the table accounts for every weight
+
+# %%
 display(Markdown(
     f"Profile **{profile}**: base width {cfg.model.base_channels}, channel multipliers "
     f"{list(cfg.model.channel_mults)}, {cfg.model.num_res_blocks} residual block(s) per level, "
@@ -112,9 +114,7 @@ fig.colorbar(im, ax=ax, fraction=0.03)
 plt.show()
 
 # %%
-from diffusion_lib.unet import ResBlock
-
-blocks = [m for m in model.modules() if isinstance(m, ResBlock)]
+blocks = [m for m in model.modules() if isinstance(m, ConcatResBlock)]
 linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
 concat_ok = all(b.conv1.in_channels == b.norm1.num_channels + cfg.model.time_dim for b in blocks)
 display(Markdown(

@@ -31,7 +31,7 @@
 # $q(x_{t-1} \mid x_t, x_0)$ (eqs. 6-7) with the network's estimate of $x_0$.
 #
 # How fast the signal fades is set by the noise schedule $\beta_1, \dots, \beta_T$.
-# `diffusion_lib.schedules` provides three, all as pure functions returning
+# `diffusion_lib.diffusion.schedules` provides three, all as pure functions returning
 # float64 betas: **linear** ($10^{-4} \to 0.02$, Ho et al.), **cosine**
 # (Nichol & Dhariwal 2021, $s = 0.008$, betas clipped at 0.999) and
 # **quadratic** (linear in $\sqrt{\beta}$). A useful single number per step is
@@ -53,10 +53,11 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from diffusion_lib import SCHEDULES, NoiseSchedule
-from diffusion_lib.data import load_mnist, to_model_range
-from diffusion_lib.report import claim, fmt
-from diffusion_lib.viz import show_strips
+from diffusion_lib import SCHEDULES, DiffusionProcess, NoiseSchedule
+from diffusion_lib.chapter.claims import claim, fmt
+from diffusion_lib.chapter.plots import show_strips
+from diffusion_lib.data.images import to_model_range
+from diffusion_lib.data.mnist import load_mnist
 
 sns.set_theme(style="whitegrid", context="notebook")
 torch.manual_seed(seed)
@@ -125,8 +126,6 @@ plt.show()
 # %%
 #| label: tbl-moments
 #| tbl-cap: "Empirical mean error and variance of x_t over many noise draws against the closed form (linear schedule)."
-from diffusion_lib import DiffusionProcess
-
 proc = DiffusionProcess(28, 1, noise_steps, "linear", device="cpu")
 records = []
 for t in show_t[1:]:

@@ -57,9 +57,6 @@ loss_repeats = 2
 seed = 0
 
 # %%
-import json
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -67,23 +64,23 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from diffusion_lib import NoiseSchedule, timestep_losses
-from diffusion_lib.checkpoint import load_model
-from diffusion_lib.config import TrainConfig, from_dict
-from diffusion_lib.data import load_mnist, to_model_range
-from diffusion_lib.metrics import get_classifier, kid_gap, measure_quality, real_floor
-from diffusion_lib.report import claim, fmt
-from diffusion_lib.samplers import SamplerSpec, generate
-from diffusion_lib.train import finished_run, read_metrics
-from diffusion_lib.train import train as run_training
-from diffusion_lib.utils import atomic_write_text, project_root, resolve_device
-from diffusion_lib.viz import show_grid
+from diffusion_lib import NoiseSchedule
+from diffusion_lib.chapter.claims import claim, fmt
+from diffusion_lib.chapter.params import sampler
+from diffusion_lib.chapter.plots import show_grid
+from diffusion_lib.chapter.setup import start
+from diffusion_lib.chapter.trained import load_trained, train_or_reuse
+from diffusion_lib.core.config import from_dict
+from diffusion_lib.core.files import atomic_write_text
+from diffusion_lib.data.datasets import random_subset
+from diffusion_lib.diffusion.generate import generate
+from diffusion_lib.diffusion.losses import timestep_losses
+from diffusion_lib.evaluation.classifiers import get_classifier
+from diffusion_lib.evaluation.quality import kid_gap, measure_quality, real_floor
+from diffusion_lib.training.config import TrainConfig
+from diffusion_lib.training.log import read_metrics
 
-sns.set_theme(style="whitegrid", context="notebook")
-root = project_root()
-out = Path(results_dir) if Path(results_dir).is_absolute() else root / results_dir
-art = out / "04_schedules"
-device = resolve_device("auto")
+ch = start(results_dir, "04_schedules")
 T = train.get("noise_steps", 1000)
 sched = {name: NoiseSchedule.from_name(name, T) for name in schedules}
 
@@ -116,20 +113,17 @@ display(Markdown("Steps spent with log-SNR between -2 and 2 (the informative mid
 # %%
 results = {}
 for name in schedules:
-    cfg = from_dict(TrainConfig, {**train, "schedule": name, "out_dir": str(art / name), "seed": seed},
+    cfg = from_dict(TrainConfig, {**train, "schedule": name, "out_dir": str(ch.art / name), "seed": seed},
                     source="chapter 04 parameters")
-    if finished_run(cfg) is None:
-        run_training(cfg, resume=True)
-    else:
-        print(f"{name}: reusing the finished run in {art / name}")
-    summary = json.loads((art / name / "summary.json").read_text())
-    metrics = pd.DataFrame(read_metrics(art / name / "metrics.csv")).assign(schedule=name)
+    summary = train_or_reuse(cfg, log=lambda msg, name=name: print(f"{name}: {msg}"))
+    metrics = pd.DataFrame(read_metrics(ch.art / name / "metrics.csv")).assign(schedule=name)
     results[name] = {"cfg": cfg, "summary": summary, "metrics": metrics}
+first = results[schedules[0]]["summary"]
 display(Markdown(
-    f"Each model: {results[schedules[0]]['summary']['parameters']:,} parameters, "
-    f"{train['steps']:,} steps of batch {train['batch_size']}, learning rate {train['lr']}, seed {seed}; "
+    f"Each model: {first['parameters']:,} parameters, {train['steps']:,} steps of batch {train['batch_size']}, "
+    f"learning rate {train['lr']}, seed {seed}; "
     + ", ".join(f"{n} trained in {r['summary']['train_seconds'] / 60:.1f} min" for n, r in results.items())
-    + f" on {results[schedules[0]]['summary']['device_name']}."
+    + f" on {first['device_name']}."
 ))
 
 # %%
@@ -172,27 +166,23 @@ stab
 # ## Sample quality
 
 # %%
-classifier, clf_acc = get_classifier(data_root=data_root, device=device)
-x_test, y_test = load_mnist(data_root, train=False)
-perm = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(seed))
-reference = to_model_range(x_test[perm[:n_eval]])
-spec = SamplerSpec(eval_sampler["method"], eval_sampler["steps"], eta=eval_sampler.get("eta", 0.0))
+classifier, clf_acc = get_classifier("mnist", data_root, ch.device)
+reference, _ = random_subset("mnist", n_eval, seed, data_root)
+spec = sampler(eval_sampler, T)
 rows, samples, models = [], {}, {}
 for name in schedules:
-    model, meta = load_model(art / name / "model_ema.pt", device=device)
-    models[name] = model
-    x, sec = generate(model, sched[name].to(device), spec, n_eval, seed=seed, batch_size=min(n_eval, 100))
+    models[name], _, _ = load_trained(ch.art / name, ch.device)
+    x, sec = generate(models[name], sched[name].to(ch.device), spec, n_eval, seed=seed, batch_size=min(n_eval, 100))
     samples[name] = x
-    rows.append({"schedule": name, **measure_quality(x, reference, classifier, seed=seed).row(),
-                 "s / image": sec})
-floor = real_floor(reference, classifier, data_root, seed=seed)
+    rows.append({"schedule": name, **measure_quality(x, reference, classifier, seed=seed).row(), "s / image": sec})
+floor = real_floor(reference, classifier, "mnist", data_root, seed=seed)
 quality = pd.DataFrame(rows).set_index("schedule")
-atomic_write_text(art / "quality.csv", quality.to_csv())
+atomic_write_text(ch.art / "quality.csv", quality.to_csv())
 
 # %%
 #| label: tbl-sched-quality
-#| tbl-cap: "Sample quality per schedule (same sampler, same x_T, same N) with the real-vs-real floor. FID-MNIST and KID-MNIST: lower is better; class entropy: 2.30 nats is a uniform spread over the 10 digits."
-show = quality.drop(columns=["KID std (x1e3)", "s / image"]).copy()
+#| tbl-cap: "Sample quality per schedule (same sampler, same x_T, same N) with the real-vs-real floor. FID and KID in the MNIST classifier's features (FID-MNIST, KID-MNIST): lower is better; class entropy: 2.30 nats is a uniform spread over the 10 digits."
+show = quality.drop(columns=["KID std x1e3", "s / image"]).copy()
 show.loc["real vs real (floor)"] = {k: v for k, v in floor.row().items() if k in show.columns}
 show.style.format(precision=3)
 
@@ -217,25 +207,30 @@ display(Markdown(f"Sampler for every schedule: {spec.name}; N = {n_eval}; instru
 # $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\epsilon)/\sqrt{\bar\alpha_t}$.
 
 # %%
-held_out = to_model_range(x_test[perm[n_eval:n_eval + loss_images]]).to(device)
+held_out = random_subset("mnist", loss_images, seed, data_root, skip=n_eval)[0].to(ch.device)
 per_t = []
 for name in schedules:
     gen = torch.Generator().manual_seed(seed)
     for r in range(loss_repeats):
-        res = timestep_losses(models[name], sched[name].to(device), held_out, loss_t, generator=gen)
+        res = timestep_losses(models[name], sched[name].to(ch.device), held_out, loss_t, generator=gen)
         for i, t in enumerate(loss_t):
             for kind in ("eps_mse", "x0_mse"):
                 v = res[kind][i]
                 per_t.append({"schedule": name, "t": t, "kind": kind, "repeat": r, "mean": float(v.mean()),
                               "sq": float(v.pow(2).mean()), "n": len(v)})
 pt = pd.DataFrame(per_t)
-agg = pt.groupby(["schedule", "kind", "t"]).apply(
-    lambda g: pd.Series({"mean": g["mean"].mean(),
-                         "se": np.sqrt(max((g["sq"].mean() - g["mean"].mean() ** 2), 0) / g["n"].sum())}),
-    include_groups=False).reset_index()
+
+# %%
+def mean_and_se(g: pd.DataFrame) -> pd.Series:
+    """Mean over all images and repeats, and its standard error."""
+    m = g["mean"].mean()
+    return pd.Series({"mean": m, "se": np.sqrt(max(g["sq"].mean() - m**2, 0) / g["n"].sum())})
+
+
+agg = pt.groupby(["schedule", "kind", "t"]).apply(mean_and_se, include_groups=False).reset_index()
 agg["lo"], agg["hi"] = agg["mean"] - 1.96 * agg["se"], agg["mean"] + 1.96 * agg["se"]
 agg["log SNR"] = [float(sched[s].log_snr[t]) for s, t in zip(agg.schedule, agg.t)]
-atomic_write_text(art / "loss_per_t.csv", agg.to_csv(index=False))
+atomic_write_text(ch.art / "loss_per_t.csv", agg.to_csv(index=False))
 
 # %%
 #| label: fig-loss-per-t
@@ -266,10 +261,8 @@ plt.show()
 # ## Answers
 
 # %%
-q = quality["FID-MNIST"]
-best, worst = q.idxmin(), q.idxmax()
+q = quality["FID"]
 ranking = " < ".join(f"{n} ({fmt(v)})" for n, v in q.sort_values().items())
-stable = stab["loss CV"].idxmin()
 display(Markdown(
     f"**Q1: schedules.** With everything else equal, FID-MNIST ranks the schedules {ranking} "
     f"(floor {fmt(floor.fid)} at N = {n_eval}); class entropy is "
@@ -279,6 +272,8 @@ display(Markdown(
     + " and the mean gradient norm is "
     + ", ".join(f"{stab.loc[n, 'grad norm']:.3f} ({n})" for n in schedules) + "."
 ))
+
+# %%
 clipped = stab["share of steps clipped"].max()
 display(claim(
     f"Every schedule trains stably with this setup: nothing diverges, no step's loss in the second half of training "
@@ -287,13 +282,17 @@ display(claim(
        "clipping."),
     stab["loss max / median"].max() < 5 and clipped < 0.5 and all(np.isfinite(stab["loss (2nd half)"])),
 ))
-kid, kid_sd = quality["KID-MNIST (x1e3)"], quality["KID std (x1e3)"]
-gap_sd = abs(kid_gap(quality.loc["cosine"], quality.loc["linear"]))
+
+# %%
 bands = {n: {"high noise (log-SNR < -2)": int((s.log_snr < -2).sum()), "middle": mid_band[n],
              "low noise (log-SNR > 2)": int((s.log_snr > 2).sum())} for n, s in sched.items()}
 display(Markdown("Training steps per noise band (t is drawn uniformly, so this is how often the network trains "
                  "there): " + "; ".join(f"{n}: " + ", ".join(f"{v} {k}" for k, v in b.items())
                                        for n, b in bands.items()) + "."))
+
+# %%
+kid, kid_sd = quality["KID x1e3"], quality["KID std x1e3"]
+gap_sd = abs(kid_gap(quality.loc["cosine"], quality.loc["linear"]))
 display(claim(
     f"At this budget the linear schedule gives better samples than the cosine one (FID-MNIST {fmt(q['linear'])} "
     f"against {fmt(q['cosine'])}; KID {kid['linear']:.0f} ± {kid_sd['linear']:.0f} against "
@@ -306,6 +305,8 @@ display(claim(
     "matters more for FID-MNIST than the finer low-noise work that the cosine schedule favours.",
     q["linear"] < q["cosine"],
 ))
+
+# %%
 display(claim(
     "The quadratic schedule, which adds noise more slowly at first, lands between the two in FID-MNIST.",
     min(q["linear"], q["cosine"]) <= q["quadratic"] <= max(q["linear"], q["cosine"]),
@@ -315,8 +316,7 @@ display(claim(
 e = agg[agg.kind == "eps_mse"].pivot(index="t", columns="schedule", values="mean")
 x0e = agg[agg.kind == "x0_mse"].pivot(index="t", columns="schedule", values="mean")
 peak_t = {n: int(e[n].idxmax()) for n in schedules}
-early = [t for t in loss_t if t <= 50]
-late = [t for t in loss_t if t >= 500]
+early, late = [t for t in loss_t if t <= 50], [t for t in loss_t if t >= 500]
 display(Markdown(
     "**Q2: where the model struggles.** The held-out noise-prediction error is largest at the *smallest* "
     "timesteps: it peaks at t = " + ", ".join(f"{peak_t[n]} ({n})" for n in schedules)
@@ -325,17 +325,22 @@ display(Markdown(
     f"error grows from {fmt(x0e['linear'].iloc[0])} at t = {loss_t[0]} to {fmt(x0e['linear'].iloc[-1])} at "
     f"t = {loss_t[-1]} (linear)."
 ))
+
+# %%
+def log_curve_on(grid: np.ndarray, name: str) -> np.ndarray:
+    """Schedule ``name``'s log noise-prediction error, interpolated onto a grid of log-SNR values."""
+    g = eps[eps.schedule == name]
+    return np.interp(grid, g["log SNR"].to_numpy()[::-1], np.log(g["mean"].to_numpy())[::-1])
+
+
 # "one curve": at matched log-SNR the schedules disagree less than at matched t (spread of log eps-MSE)
-lo = max(float(eps[eps.schedule == n]["log SNR"].min()) for n in schedules)
-hi = min(float(eps[eps.schedule == n]["log SNR"].max()) for n in schedules)
-grid = np.linspace(lo, hi, 25)
-curves_snr = np.stack([np.interp(grid, *[a[::-1] for a in (eps[eps.schedule == n]["log SNR"].to_numpy(),
-                                                           np.log(eps[eps.schedule == n]["mean"].to_numpy()))])
-                       for n in schedules])
-spread_snr = float(curves_snr.std(axis=0).mean())
+grid = np.linspace(max(eps.groupby("schedule")["log SNR"].min()), min(eps.groupby("schedule")["log SNR"].max()), 25)
+spread_snr = float(np.stack([log_curve_on(grid, n) for n in schedules]).std(axis=0).mean())
 spread_t = float(np.log(e[schedules].to_numpy()).std(axis=1).mean())
 display(Markdown(f"Spread between the schedules' log noise-prediction errors: {spread_snr:.2f} at matched log-SNR "
                  f"against {spread_t:.2f} at matched t."))
+
+# %%
 display(claim(
     "Early timesteps (high SNR) are where predicting the noise is hardest: the added noise is tiny next to the "
     "digit, so the network must separate a faint, nearly invisible perturbation from the image's own texture, and "

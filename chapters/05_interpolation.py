@@ -46,49 +46,41 @@ n_stats_pairs = 16
 seed = 7
 
 # %%
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from diffusion_lib import NoiseSchedule
-from diffusion_lib.checkpoint import load_model
-from diffusion_lib.interpolation import lerp, slerp
-from diffusion_lib.metrics import get_classifier
-from diffusion_lib.report import claim
-from diffusion_lib.samplers import ddim_sample
-from diffusion_lib.utils import project_root, resolve_device
-from diffusion_lib.viz import show_strips
+from diffusion_lib.chapter.claims import claim
+from diffusion_lib.chapter.plots import show_strips
+from diffusion_lib.chapter.setup import start
+from diffusion_lib.chapter.trained import load_trained
+from diffusion_lib.diffusion.interpolation import lerp, slerp
+from diffusion_lib.diffusion.samplers import ddim_sample
+from diffusion_lib.evaluation.classifiers import get_classifier
 
-sns.set_theme(style="whitegrid", context="notebook")
-root = project_root()
-out = Path(results_dir) if Path(results_dir).is_absolute() else root / results_dir
-device = resolve_device("auto")
-model, meta = load_model(out / "03_train" / "model_ema.pt", device=device)
-schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
-classifier, clf_acc = get_classifier(data_root=data_root, device=device)
-d = model.config.channels * model.config.image_size**2
+ch = start(results_dir, "05_interpolation")
+model, schedule, meta = load_trained(ch.run_dir("03_train"), ch.device)
+classifier, clf_acc = get_classifier("mnist", data_root, ch.device)
+shape = (model.config.channels, model.config.image_size, model.config.image_size)
+d = shape[0] * shape[1] * shape[2]
+
+# %%
 gen = torch.Generator().manual_seed(seed)
 n_total = max(n_pairs, n_stats_pairs)
-za = torch.randn(n_total, 1, 28, 28, generator=gen)
-zb = torch.randn(n_total, 1, 28, 28, generator=gen)
+za, zb = torch.randn(n_total, *shape, generator=gen), torch.randn(n_total, *shape, generator=gen)
 w = torch.linspace(0, 1, n_frames)
 
 
 def path(kind: str, i: int) -> torch.Tensor:
+    """The n_frames latents from za[i] to zb[i] along a linear or spherical path."""
     a, b = za[i:i + 1].expand(n_frames, -1, -1, -1), zb[i:i + 1].expand(n_frames, -1, -1, -1)
     return (lerp if kind == "linear" else slerp)(a, b, w)
 
 
-@torch.no_grad()
-def decode(z: torch.Tensor) -> torch.Tensor:
-    return ddim_sample(model, schedule, z.to(device), steps=ddim_steps, eta=0.0).cpu()
-
-
-frames = {(kind, i): decode(path(kind, i)) for kind in ("linear", "spherical") for i in range(n_total)}
+frames = {(kind, i): ddim_sample(model, schedule, path(kind, i).to(ch.device), steps=ddim_steps, eta=0.0).cpu()
+          for kind in ("linear", "spherical") for i in range(n_total)}
 display(Markdown(f"Chapter 03's model, frames decoded with DDIM ({ddim_steps} steps, eta = 0); "
                  f"{n_total} random pairs of x_T, {n_frames} frames each."))
 
@@ -133,20 +125,17 @@ display(Markdown(f"At the midpoint the linear path's x_T has mean norm {mid['lin
 # %%
 @torch.no_grad()
 def frame_stats(x: torch.Tensor) -> dict:
-    f = classifier.features(x.to(device)).cpu()
-    p = torch.softmax(classifier.head(f.to(device)), 1).cpu()
-    steps = (f[1:] - f[:-1]).norm(dim=1)
+    """Feature-space steps between consecutive frames, predicted classes, confidence and ink of each frame."""
+    f = classifier.features(x.to(ch.device)).cpu()
+    p = torch.softmax(classifier.head(f.to(ch.device)), 1).cpu()
     cls = p.argmax(1)
-    return {"steps": steps, "classes": cls, "changes": int((cls[1:] != cls[:-1]).sum()),
+    return {"steps": (f[1:] - f[:-1]).norm(dim=1), "classes": cls, "changes": int((cls[1:] != cls[:-1]).sum()),
             "confidence": p.max(1).values, "ink": ((x + 1) / 2).mean(dim=(1, 2, 3))}
 
 
 stats = {key: frame_stats(x) for key, x in frames.items()}
-records = []
-for (kind, i), s in stats.items():
-    for j in range(n_frames - 1):
-        records.append({"path": kind, "pair": i, "segment": j + 0.5, "feature step": float(s["steps"][j])})
-seg = pd.DataFrame(records)
+seg = pd.DataFrame([{"path": kind, "pair": i, "segment": j + 0.5, "feature step": float(s["steps"][j])}
+                    for (kind, i), s in stats.items() for j in range(n_frames - 1)])
 conf = pd.DataFrame([{"path": k, "w": float(w[j]), "confidence": float(s["confidence"][j]), "ink": float(s["ink"][j])}
                      for (k, i), s in stats.items() for j in range(n_frames)])
 
@@ -189,6 +178,8 @@ display(Markdown(
     f"In {100 * sph['via a third digit']:.0f}% of the spherical paths ({100 * lin['via a third digit']:.0f}% of the "
     "linear ones) the predicted digit passes through a third digit that is neither endpoint."
 ))
+
+# %%
 display(claim(
     "The transition is smooth: consecutive frames differ by steps of similar size (no single jump dominates a "
     "path) and the digit changes identity only a few times along a path, morphing stroke by stroke rather than "
@@ -197,6 +188,8 @@ display(claim(
     "that digit's region lies between the two endpoints' regions in x_T space.",
     sph["class changes"] <= 3 and sph["largest step / mean step"] < 5,
 ))
+
+# %%
 display(claim(
     f"Linear interpolation shrinks x_T towards the origin (midpoint norm {mid['linear']:.1f} instead of about "
     f"{d ** 0.5:.1f}), and the decoded midpoints lose ink (mean intensity {lin['midpoint ink']:.3f} against "
@@ -204,6 +197,8 @@ display(claim(
     "contrast, so it produces fainter, smoother digits. Slerp keeps the norm and avoids the fade.",
     mid["linear"] < mid["spherical"] and lin["midpoint ink"] < sph["midpoint ink"],
 ))
+
+# %%
 display(Markdown(
     "What this says about the latent space: $x_T$ is not a compressed code like a VAE's or a GAN's "
     "latent; it has the full dimension of the image, and the model has only ever seen it on the Gaussian "

@@ -23,7 +23,7 @@
 #
 # - **The data** are far harder: 3,072 dimensions instead of 784, textures,
 #   backgrounds, colour, and classes whose members look nothing alike.
-# - **The network** is designed for RGB (`diffusion_lib.unet_color.ColorUNet`):
+# - **The network** is designed for RGB (`diffusion_lib.nets.additive_unet.ColorUNet`):
 #   wider channels, residual blocks with GroupNorm and dropout, self-attention
 #   at 16x16 and/or 8x8 and in the bottleneck, configurable multipliers. At the
 #   `gpu` profile's width it has about 35M parameters, the size of Ho et al.'s
@@ -79,30 +79,31 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 import torch
 from IPython.display import Markdown, display
+from torchmetrics.image.fid import FrechetInceptionDistance
 
-from diffusion_lib import NoiseSchedule
-from diffusion_lib.checkpoint import load_model
-from diffusion_lib.config import TrainConfig, from_dict
-from diffusion_lib.data import CIFAR10_CLASSES, hwc_to_model_range, load_cifar10, load_mnist, to_model_range
-from diffusion_lib.metrics import get_classifier, measure_quality, real_floor
-from diffusion_lib.models import build_model
-from diffusion_lib.report import claim, fmt
-from diffusion_lib.samplers import SamplerSpec, generate
-from diffusion_lib.train import finished_run, read_metrics
-from diffusion_lib.train import train as run_training
-from diffusion_lib.unet import summarize
-from diffusion_lib.utils import atomic_write_text, project_root, resolve_device
-from diffusion_lib.viz import show_strips
+from diffusion_lib.chapter.claims import claim, fmt
+from diffusion_lib.chapter.params import sampler
+from diffusion_lib.chapter.plots import plot_loss, show_strips, show_training_grids
+from diffusion_lib.chapter.setup import start
+from diffusion_lib.chapter.trained import load_trained, train_or_reuse
+from diffusion_lib.core.config import from_dict
+from diffusion_lib.core.files import atomic_write_text
+from diffusion_lib.data.cifar10 import CIFAR10_CLASSES
+from diffusion_lib.data.datasets import load_split, random_subset
+from diffusion_lib.data.images import to_model_range
+from diffusion_lib.diffusion.generate import SamplerSpec, generate
+from diffusion_lib.evaluation.classifiers import get_classifier
+from diffusion_lib.evaluation.neighbours import nearest_neighbours
+from diffusion_lib.evaluation.quality import measure_quality, real_floor
+from diffusion_lib.nets.registry import build_model
+from diffusion_lib.nets.summary import summarize
+from diffusion_lib.training.config import TrainConfig
+from diffusion_lib.training.log import read_metrics, read_summary
 
-sns.set_theme(style="whitegrid", context="notebook")
-root = project_root()
-out = Path(results_dir) if Path(results_dir).is_absolute() else root / results_dir
-art = out / "07_cifar10"
-device = resolve_device("auto")
-cfg = from_dict(TrainConfig, {**train, "out_dir": str(art)}, source="chapter 07 parameters")
+ch = start(results_dir, "07_cifar10")
+cfg = from_dict(TrainConfig, {**train, "out_dir": str(ch.art)}, source="chapter 07 parameters")
 
 # %% [markdown]
 # ## The architecture
@@ -110,7 +111,7 @@ cfg = from_dict(TrainConfig, {**train, "out_dir": str(art)}, source="chapter 07 
 # %%
 #| label: tbl-cifar-arch
 #| tbl-cap: "The CIFAR-10 U-Net of this profile, block by block: output shape and parameters."
-net = build_model(cfg.unet_kwargs())
+net = build_model(cfg.model_config())
 arch = pd.DataFrame(summarize(net))
 arch["out_shape"] = arch["out_shape"].map(lambda s: " x ".join(map(str, s)))
 display(Markdown(f"**{net.num_parameters:,} parameters**: base width {cfg.model.base_channels}, multipliers "
@@ -122,13 +123,7 @@ arch[["name", "kind", "out_shape", "params"]]
 # ## Training
 
 # %%
-if retrain:
-    run_training(cfg, fresh=True)
-elif finished_run(cfg) is None:
-    run_training(cfg, resume=True)
-else:
-    print(f"Reusing the finished run in {art} (set retrain=True to train again).")
-summary = json.loads((art / "summary.json").read_text())
+summary = train_or_reuse(cfg, retrain)
 display(Markdown(
     f"{summary['steps']:,} steps of batch {cfg.batch_size} ({summary['images_seen'] / (cfg.train_subset or 50000):.1f} "
     f"epochs) in {summary['train_seconds'] / 60:.1f} min of training on {summary['device_name']}: "
@@ -138,57 +133,38 @@ display(Markdown(
 # %%
 #| label: fig-cifar-loss
 #| fig-cap: "CIFAR-10 training loss per step and its rolling mean (log scale)."
-metrics = pd.DataFrame(read_metrics(art / "metrics.csv"))
-win = max(5, len(metrics) // 50)
-ax = sns.lineplot(data=metrics, x="step", y="loss", alpha=0.25, lw=0.6, label="per step")
-ax.plot(metrics.step, metrics.loss.rolling(win, min_periods=1).mean(), label=f"rolling mean ({win})")
-ax.set_yscale("log")
-ax.legend()
+plot_loss(pd.DataFrame(read_metrics(ch.art / "metrics.csv")))
 plt.show()
 
 # %%
 #| label: fig-cifar-progress
 #| fig-cap: "EMA samples from the same noise at successive points of training."
-from PIL import Image
-
-grids = sorted((art / "samples").glob("step_*.png"))
-grids = grids[:: max(1, len(grids) // 5)][-5:] if len(grids) > 5 else grids
-fig, axes = plt.subplots(1, len(grids), figsize=(2.6 * len(grids), 2.9), squeeze=False)
-for ax, path in zip(axes[0], grids):
-    ax.imshow(Image.open(path))
-    ax.set_title(f"step {int(path.stem.split('_')[1]):,}", fontsize=9)
-    ax.set_axis_off()
-plt.tight_layout()
+show_training_grids(ch.art, at_most=5, width=2.6)
 plt.show()
 
 # %% [markdown]
 # ## Quality
 
 # %%
-model, meta = load_model(art / "model_ema.pt", device=device)
-schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
-classifier, clf_acc = get_classifier(dataset="cifar10", data_root=data_root, device=device)
-x_test, y_test = load_cifar10(data_root, train=False)
-perm = torch.randperm(len(x_test), generator=torch.Generator().manual_seed(seed))
-reference = hwc_to_model_range(x_test[perm[:n_eval]])
-spec = SamplerSpec(eval_sampler["method"], eval_sampler["steps"], eta=eval_sampler.get("eta", 0.0))
+model, schedule, meta = load_trained(ch.art, ch.device)
+classifier, clf_acc = get_classifier("cifar10", data_root, ch.device)
+reference, _ = random_subset("cifar10", n_eval, seed, data_root)
+spec = sampler(eval_sampler, schedule.num_steps)
 samples, sec = generate(model, schedule, spec, n_eval, seed=seed, batch_size=min(n_eval, 100))
 q = measure_quality(samples, reference, classifier, seed=seed)
-floor = real_floor(reference, classifier, data_root, seed=seed, dataset="cifar10")
-inception_note = "Inception FID: no local Inception weights were given (`inception_weights`), and nothing is downloaded."
-rows = {"diffusion": q.row(), "real train vs real test (floor)": floor.row()}
-if inception_weights and Path(inception_weights).exists():
-    from torchmetrics.image.fid import FrechetInceptionDistance
+floor = real_floor(reference, classifier, "cifar10", data_root, seed=seed)
+table = pd.DataFrame({"diffusion": q.row(), "real train vs real test (floor)": floor.row()}).T
 
+# %%
+inception_note = "Inception FID: no local Inception weights were given (`inception_weights`), and nothing is downloaded."
+if inception_weights and Path(inception_weights).exists():
     fid_inc = FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=inception_weights)
     for imgs, real in ((reference, True), (samples, False)):
         fid_inc.update(((imgs + 1) / 2).clamp(0, 1), real=real)
-    rows["diffusion"]["Inception FID"] = float(fid_inc.compute())
+    table.loc["diffusion", "Inception FID"] = float(fid_inc.compute())
     inception_note = f"Inception FID computed with the local weights at `{inception_weights}`."
-table = pd.DataFrame(rows).T
-art.mkdir(parents=True, exist_ok=True)
-atomic_write_text(art / "quality.csv", table.to_csv())
-atomic_write_text(art / "headline.json", json.dumps({"fid": q.fid, "n": n_eval, "floor": floor.fid,
+atomic_write_text(ch.art / "quality.csv", table.to_csv())
+atomic_write_text(ch.art / "headline.json", json.dumps({"fid": q.fid, "n": n_eval, "floor": floor.fid,
                                                      "classifier_accuracy": clf_acc, "sampler": spec.name}))
 display(Markdown(f"Quality instrument: the project's CIFAR-10 classifier, **{clf_acc:.1%} test accuracy**; "
                  f"features of its last hidden layer for FID/KID. Samples: {spec.name}, N = {n_eval}. "
@@ -197,13 +173,13 @@ display(Markdown(f"Quality instrument: the project's CIFAR-10 classifier, **{clf
 # %%
 #| label: tbl-cifar-quality
 #| tbl-cap: "FID and KID in the CIFAR-10 classifier's features (lower is better), class entropy of the samples (uniform = 2.30 nats) and confidence, against the real-vs-real floor at the same N."
-table.drop(columns=["KID std (x1e3)"]).style.format(precision=3)
+table.drop(columns=["KID std x1e3"]).style.format(precision=3)
 
 # %%
 #| label: fig-cifar-classes
 #| fig-cap: "Generated samples sorted by the class the CIFAR-10 classifier assigns them (one row per class; empty cells: fewer samples of that class)."
 with torch.no_grad():
-    pred = classifier(samples.to(device)).argmax(1).cpu()
+    pred = classifier(samples.to(ch.device)).argmax(1).cpu()
 rows_img = [samples[pred == c][:n_per_class] if (pred == c).any() else torch.zeros(0, 3, 32, 32)
             for c in range(10)]
 rows_img = [r if len(r) else torch.full((1, 3, 32, 32), 1.0) for r in rows_img]
@@ -216,24 +192,10 @@ plt.show()
 # %%
 #| label: fig-cifar-neighbours
 #| fig-cap: "Samples (odd rows) and their nearest training images in pixel space (even rows)."
-x_train, _ = load_cifar10(data_root, train=True)
-
-
-@torch.no_grad()
-def nearest(x, chunk=5000):
-    a = x.flatten(1)
-    best_d, best_i = torch.full((len(a),), float("inf")), torch.zeros(len(a), dtype=torch.long)
-    for i in range(0, len(x_train), chunk):
-        d = torch.cdist(a, hwc_to_model_range(x_train[i:i + chunk]).flatten(1))
-        m, j = d.min(1)
-        upd = m < best_d
-        best_d[upd], best_i[upd] = m[upd], j[upd] + i
-    return best_d, best_i
-
-
-d_s, i_s = nearest(samples[:n_neighbours])
-d_r, _ = nearest(reference[:n_neighbours])
-show_strips([samples[:n_neighbours], hwc_to_model_range(x_train[i_s])], ["sample", "nearest\ntrain"])
+x_train, _ = load_split("cifar10", data_root, train=True)
+d_s, i_s = nearest_neighbours(samples[:n_neighbours], x_train, chunk=5000)
+d_r, _ = nearest_neighbours(reference[:n_neighbours], x_train, chunk=5000)
+show_strips([samples[:n_neighbours], to_model_range(x_train[i_s])], ["sample", "nearest\ntrain"])
 plt.show()
 display(claim(f"No sample copies a training image: the mean nearest-neighbour distance is {d_s.mean():.2f} for "
               f"samples and {d_r.mean():.2f} for real test images (a copy would be near 0).",
@@ -245,7 +207,7 @@ display(claim(f"No sample copies a training image: the mean nearest-neighbour di
 # %%
 #| label: fig-cifar-ddim
 #| fig-cap: "The same starting noise decoded with DDIM (eta = 0) at several step counts."
-strips = [generate(model, schedule, SamplerSpec("ddim", s), 8, seed=seed + 1, batch_size=8)[0] for s in ddim_show]
+strips = [generate(model, schedule, SamplerSpec("ddim", k), 8, seed=seed + 1, batch_size=8)[0] for k in ddim_show]
 show_strips(strips, [f"DDIM-{s}" for s in ddim_show])
 plt.show()
 
@@ -253,26 +215,29 @@ plt.show()
 # ## Comparison with MNIST
 
 # %%
-mnist_sum = json.loads((out / "03_train" / "summary.json").read_text())
 # the MNIST model measured here the same way: same sampler, same N, its own instrument and floor
-m_model, m_meta = load_model(out / "03_train" / "model_ema.pt", device=device)
-m_sched = NoiseSchedule.from_name(m_meta["schedule"], m_meta["noise_steps"]).to(device)
-m_clf, _ = get_classifier(dataset="mnist", data_root=data_root, device=device)
-mx, _ = load_mnist(data_root, train=False)
-m_ref = to_model_range(mx[torch.randperm(len(mx), generator=torch.Generator().manual_seed(seed))[:n_eval]])
+mnist_sum = read_summary(ch.run_dir("03_train") / "summary.json")
+m_model, m_sched, _ = load_trained(ch.run_dir("03_train"), ch.device)
+m_clf, _ = get_classifier("mnist", data_root, ch.device)
+m_ref, _ = random_subset("mnist", n_eval, seed, data_root)
 m_samples, _ = generate(m_model, m_sched, spec, n_eval, seed=seed, batch_size=min(n_eval, 100))
 m_q = measure_quality(m_samples, m_ref, m_clf, seed=seed)
-m_floor = real_floor(m_ref, m_clf, data_root, seed=seed)
+m_floor = real_floor(m_ref, m_clf, "mnist", data_root, seed=seed)
 ratio_c, ratio_m = q.fid / floor.fid, m_q.fid / m_floor.fid
-text = [f"**Comparison with MNIST.** CIFAR-10 images have {3 * 32 * 32:,} dimensions against MNIST's {28 * 28}, and "
-        f"this profile's CIFAR-10 model has {summary['parameters']:,} parameters against the MNIST model's "
-        f"{mnist_sum['parameters']:,}. It trained at {summary['images_per_s']:,.0f} images/s "
-        f"({mnist_sum['images_per_s']:,.0f} for MNIST) for {summary['train_seconds'] / 60:.1f} min "
-        f"({mnist_sum['train_seconds'] / 60:.1f} min). With the same sampler ({spec.name}) and N = {n_eval}, the "
-        f"CIFAR-10 FID is {fmt(q.fid)} against a real-vs-real floor of {fmt(floor.fid)} ({ratio_c:.1f} times the "
-        f"floor), and the MNIST FID is {fmt(m_q.fid)} against {fmt(m_floor.fid)} ({ratio_m:.1f} times)"]
-text.append(". The two FIDs live in different feature spaces, so only such ratios to each floor are compared.")
-display(Markdown("".join(text)))
+
+# %%
+display(Markdown(
+    f"**Comparison with MNIST.** CIFAR-10 images have {3 * 32 * 32:,} dimensions against MNIST's {28 * 28}, and "
+    f"this profile's CIFAR-10 model has {summary['parameters']:,} parameters against the MNIST model's "
+    f"{mnist_sum['parameters']:,}. It trained at {summary['images_per_s']:,.0f} images/s "
+    f"({mnist_sum['images_per_s']:,.0f} for MNIST) for {summary['train_seconds'] / 60:.1f} min "
+    f"({mnist_sum['train_seconds'] / 60:.1f} min). With the same sampler ({spec.name}) and N = {n_eval}, the "
+    f"CIFAR-10 FID is {fmt(q.fid)} against a real-vs-real floor of {fmt(floor.fid)} ({ratio_c:.1f} times the "
+    f"floor), and the MNIST FID is {fmt(m_q.fid)} against {fmt(m_floor.fid)} ({ratio_m:.1f} times). The two "
+    "FIDs live in different feature spaces, so only such ratios to each floor are compared."
+))
+
+# %%
 display(claim(
     "Relative to what real data scores, the CIFAR-10 model is further from its data than the MNIST model is "
     "from digits: natural images need far more capacity and training than this profile gives, while MNIST's "
@@ -285,9 +250,11 @@ display(claim(
     f"against {floor.confidence:.2f} on real images.",
     q.confidence < floor.confidence,
 ))
+
+# %%
 display(Markdown(
     f"This profile (**{profile}**) is what its budget allows: "
     + ("a CPU cannot train a CIFAR-10 diffusion model to good samples in an hour; expect colour layouts and "
        "blurry shapes rather than objects. The `gpu` profile trains the full-size model."
-       if device.type == "cpu" else "a GPU run of the full-size model.")
+       if ch.device.type == "cpu" else "a GPU run of the full-size model.")
 ))

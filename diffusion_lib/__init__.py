@@ -3,13 +3,22 @@
 The names the assignment imports live at the top level::
 
     from diffusion_lib import DiffusionModel, DiffusionProcess
+
+The package is layered; each layer imports only from the layers above it in
+this list (see ``ARCHITECTURE.md``):
+
+- ``core``: errors, atomic files, paths, devices, configuration (PyTorch only);
+- ``data`` and ``nets``: the datasets; the U-Nets;
+- ``diffusion``: schedules, the loss, the samplers;
+- ``training``: the trainer, ``DiffusionProcess``, checkpoints, the training program;
+- ``evaluation``: the instruments, FID/KID, nearest neighbours, the GAN baseline;
+- ``chapter``: what the report's chapters share.
 """
 
-from .errors import CheckpointError, ConfigError, DataError, DiffusionError, NonFiniteLossError
-from .process import DiffusionProcess, timestep_losses
-from .samplers import StepInfo, TrajectoryRecorder, ddpm_sample
-from .schedules import SCHEDULES, NoiseSchedule, get_betas
-from .unet import DiffusionModel
+from .core.errors import CheckpointError, ConfigError, DataError, DiffusionError, NonFiniteLossError
+from .diffusion.schedules import SCHEDULES, NoiseSchedule, get_betas
+from .nets.concat_unet import DiffusionModel
+from .training.process import DiffusionProcess
 
 __all__ = [
     "DiffusionModel",
@@ -17,10 +26,6 @@ __all__ = [
     "NoiseSchedule",
     "SCHEDULES",
     "get_betas",
-    "ddpm_sample",
-    "timestep_losses",
-    "StepInfo",
-    "TrajectoryRecorder",
     "DiffusionError",
     "ConfigError",
     "DataError",
@@ -28,4 +33,4 @@ __all__ = [
     "NonFiniteLossError",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

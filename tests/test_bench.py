@@ -4,15 +4,15 @@ import pytest
 
 diffusers = pytest.importorskip("diffusers", reason="benchmark-only dependency: pip install -e .[bench]")
 
-from diffusion_lib.bench import matched_diffusers, readme_table, run  # noqa: E402
-from diffusion_lib.config import load_train_config  # noqa: E402
-from diffusion_lib.models import build_model  # noqa: E402
+from benchmarks.bench import matched_diffusers, readme_table, run  # noqa: E402
+from diffusion_lib.training.config import load_train_config  # noqa: E402
+from diffusion_lib.nets.registry import build_model  # noqa: E402
 
 
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])
 def test_diffusers_model_matches_parameters_within_15_percent(profile):
     cfg = load_train_config(f"params/{profile}/03_train.yaml")
-    ours = sum(p.numel() for p in build_model(cfg.unet_kwargs()).parameters())
+    ours = sum(p.numel() for p in build_model(cfg.model_config()).parameters())
     theirs_model, _ = matched_diffusers(ours)
     theirs = sum(p.numel() for p in theirs_model.parameters())
     assert abs(theirs / ours - 1) <= 0.15, (ours, theirs)

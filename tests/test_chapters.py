@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 from run_chapters import declared_parameters  # noqa: E402
 
-from diffusion_lib.config import check_chapter_parameters  # noqa: E402
+from diffusion_lib.chapter.params import check_chapter_parameters  # noqa: E402
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))
-from diffusion_lib.data import shared_dir  # noqa: E402
+from diffusion_lib.data.offline import shared_dir  # noqa: E402
 
 SHARED = shared_dir()
 SPEC = SHARED / "spec" / "assignment.md" if SHARED is not None else None
@@ -87,7 +87,7 @@ BAD_PARAMS = [
 
 @pytest.mark.parametrize("chapter,bad,needle", BAD_PARAMS, ids=[f"{c}-{next(iter(b))}" for c, b, _ in BAD_PARAMS])
 def test_bad_chapter_parameters_are_rejected(chapter, bad, needle):
-    from diffusion_lib.errors import ConfigError
+    from diffusion_lib.core.errors import ConfigError
 
     params = yaml.safe_load((ROOT / "params" / "quick" / f"{chapter}.yaml").read_text())
     with pytest.raises(ConfigError) as err:
@@ -187,3 +187,23 @@ def test_runner_rejects_unknown_chapter(tmp_path):
     r = subprocess.run([sys.executable, "tools/run_chapters.py", "--profile", "quick", "--results-root", str(tmp_path),
                         "--only", "99_nothing"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "no chapter named 99_nothing" in r.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_runner_cleanly(tmp_path):
+    """SIGTERM mid-chapter: exit 130, one message, the partial notebook kept, no kernel traceback on the terminal."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "tools/run_chapters.py", "--profile", "quick", "--results-root",
+                             str(tmp_path), "--only", "03"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (tmp_path / "quick" / "03_train" / "checkpoints").exists():
+        time.sleep(0.2)  # training has started inside the kernel
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "ZMQError" not in err, err
+    assert "03_train interrupted" in err and (tmp_path / "quick" / "failed" / "03_train.ipynb").exists()
+    assert not (tmp_path / "quick" / "03_train.ipynb").exists()

@@ -6,9 +6,10 @@ import pytest
 import torch
 import yaml
 
-from diffusion_lib.data import CIFAR10_CLASSES, hwc_to_model_range, load_cifar10, prepare_cifar10
-from diffusion_lib.errors import DataError
-from diffusion_lib.unet_color import ColorUNet
+from diffusion_lib.data.cifar10 import CIFAR10_CLASSES, load_cifar10, prepare_cifar10
+from diffusion_lib.data.images import hwc_to_model_range
+from diffusion_lib.core.errors import DataError
+from diffusion_lib.nets.additive_unet import ColorUNet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,14 +77,15 @@ def test_color_unet_rejects_bad_sizes():
     with pytest.raises(ValueError, match="cannot be halved"):
         ColorUNet(image_size=30, channel_mults=(1, 2, 2))
     m = ColorUNet(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, groups=8)
-    with pytest.raises(ValueError, match="expects 3 channel"):
+    with pytest.raises(ValueError, match="built for 3x32x32 images"):
         m(torch.randn(1, 1, 32, 32), torch.tensor([1]))
 
 
 def test_short_cifar_training_run(tmp_path):
-    from diffusion_lib.checkpoint import load_model
-    from diffusion_lib.config import TrainConfig, from_dict
-    from diffusion_lib.train import train
+    from diffusion_lib.nets.registry import load_model
+    from diffusion_lib.core.config import from_dict
+    from diffusion_lib.training.config import TrainConfig
+    from diffusion_lib.training.run import train
 
     cfg = from_dict(TrainConfig, {
         "dataset": "cifar10", "image_size": 32, "channels": 3, "hflip": True, "steps": 4, "batch_size": 8,
@@ -97,8 +99,9 @@ def test_short_cifar_training_run(tmp_path):
 
 
 def test_cifar_config_checks():
-    from diffusion_lib.config import TrainConfig, from_dict
-    from diffusion_lib.errors import ConfigError
+    from diffusion_lib.core.config import from_dict
+    from diffusion_lib.training.config import TrainConfig
+    from diffusion_lib.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="3-channel 32x32"):
         from_dict(TrainConfig, {"dataset": "cifar10"})

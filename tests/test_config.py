@@ -3,8 +3,9 @@
 import pytest
 import yaml
 
-from diffusion_lib.config import TrainConfig, from_dict, load_train_config
-from diffusion_lib.errors import ConfigError
+from diffusion_lib.core.config import from_dict
+from diffusion_lib.training.config import TrainConfig, load_train_config
+from diffusion_lib.core.errors import ConfigError
 
 
 def check(data):

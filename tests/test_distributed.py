@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from diffusion_lib.checkpoint import load_checkpoint
+from diffusion_lib.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,10 +54,11 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
 
 
 def test_global_batch_must_split_evenly(tmp_path, monkeypatch):
-    from diffusion_lib.config import TrainConfig, from_dict
-    from diffusion_lib.distributed import Distributed
-    from diffusion_lib.errors import ConfigError
-    from diffusion_lib.train import train
+    from diffusion_lib.core.config import from_dict
+    from diffusion_lib.training.config import TrainConfig
+    from diffusion_lib.training.distributed import Distributed
+    from diffusion_lib.core.errors import ConfigError
+    from diffusion_lib.training.run import train
 
     monkeypatch.setattr(Distributed, "from_env", classmethod(lambda cls: cls(world_size=3, rank=0, local_rank=0)))
     cfg = yaml.safe_load(_cfg(tmp_path, "x").read_text())["train"]

@@ -5,15 +5,19 @@ import math
 import pytest
 import torch
 
-from diffusion_lib.data import load_mnist, to_model_range
-from diffusion_lib.metrics import (CLASSIFIER_PATH, MnistClassifier, class_statistics, classifier_accuracy,
-                                   get_classifier, load_classifier, measure_quality, real_floor)
-from diffusion_lib.utils import project_root
+from diffusion_lib.data.images import to_model_range
+from diffusion_lib.data.mnist import load_mnist
+from diffusion_lib.core.paths import project_root
+from diffusion_lib.evaluation.classifiers import (INSTRUMENTS, MnistClassifier, classifier_accuracy, get_classifier,
+                                                  load_classifier)
+from diffusion_lib.evaluation.quality import class_statistics, measure_quality, real_floor
+
+CLASSIFIER_PATH = INSTRUMENTS["mnist"].path
 
 
 @pytest.fixture(scope="module")
 def clf():
-    model, acc = get_classifier(data_root="data")  # the committed weights; trained first if missing
+    model, acc = get_classifier("mnist", "data")  # the committed weights; trained first if missing
     return model, acc
 
 
@@ -42,7 +46,7 @@ def test_fid_of_a_set_with_itself_is_zero(clf, test_images):
 
 
 def test_features_are_calibrated_to_unit_rms(clf, test_images):
-    from diffusion_lib.metrics import _FeatureExtractor
+    from diffusion_lib.evaluation.quality import _FeatureExtractor
 
     f = _FeatureExtractor(clf[0])(test_images[0][:2000])
     assert f.pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=0.05)
@@ -77,7 +81,7 @@ def test_class_statistics(clf, test_images):
 
 
 def test_floor_is_small_but_positive(clf, test_images):
-    f = real_floor(test_images[0][:300], clf[0], "data")
+    f = real_floor(test_images[0][:300], clf[0], "mnist", "data")
     assert 0 < f.fid < 10 and f.n == 300
 
 
@@ -87,7 +91,7 @@ def test_wrong_image_size_rejected(clf):
 
 
 def test_corrupt_classifier_file_is_a_clear_error(tmp_path):
-    from diffusion_lib.errors import CheckpointError
+    from diffusion_lib.core.errors import CheckpointError
 
     (tmp_path / "c.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError):
@@ -96,7 +100,7 @@ def test_corrupt_classifier_file_is_a_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_classifier_trains_to_99_percent_quickly():
-    from diffusion_lib.metrics import train_classifier
+    from diffusion_lib.evaluation.classifiers import train_classifier
 
     model, acc = train_classifier("data", epochs=1, progress=False, seed=1)
     assert isinstance(model, MnistClassifier) and acc >= 0.985

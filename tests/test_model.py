@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from diffusion_lib import DiffusionModel
-from diffusion_lib.unet import ResBlock
+from diffusion_lib.nets.blocks import ConcatResBlock as ResBlock
 
 
 @pytest.mark.parametrize("size,channels", [(28, 1), (32, 3)])
@@ -53,10 +53,14 @@ def test_size_the_unet_cannot_halve_is_rejected(size):
 
 def test_wrong_input_shape_rejected():
     model = DiffusionModel(28, 1, base_channels=8, channel_mults=(1, 2))
-    with pytest.raises(ValueError, match="channel"):
+    with pytest.raises(ValueError, match="built for 1x28x28 images"):
         model(torch.randn(2, 3, 28, 28), torch.tensor([1, 2]))
-    with pytest.raises(ValueError, match="not divisible"):
+    with pytest.raises(ValueError, match=r"expected a \(B, C, H, W\) batch"):
+        model(torch.randn(1, 28, 28), torch.tensor([1]))
+    with pytest.raises(ValueError, match="built for 1x28x28 images"):
         model(torch.randn(2, 1, 27, 27), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="built for 1x28x28 images"):  # a size it could halve is still not its size
+        model(torch.randn(2, 1, 32, 32), torch.tensor([1, 2]))
 
 
 def test_odd_size_with_one_level_works():

@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
-from diffusion_lib import DiffusionModel, DiffusionProcess, NonFiniteLossError, ddpm_sample
-from diffusion_lib.samplers import TrajectoryRecorder
+from diffusion_lib import DiffusionModel, DiffusionProcess, NonFiniteLossError
+from diffusion_lib.diffusion.samplers import ddpm_sample
+from diffusion_lib.diffusion.samplers import TrajectoryRecorder
 
 
 def tiny_process(**kw):
@@ -43,9 +44,9 @@ def test_train_step_returns_float_and_updates_ema():
     assert isinstance(loss, float) and math.isfinite(loss)
     p.train_step(x)
     w = dict(p.model.named_parameters())["stem.weight"]
-    we = dict(p.ema.module.named_parameters())["stem.weight"]
+    we = dict(p.trainer.ema.module.named_parameters())["stem.weight"]
     assert not torch.equal(w, we)  # EMA lags the raw weights
-    assert p.step == 2
+    assert p.trainer.step == 2
 
 
 def test_warmup_ramps_learning_rate():
@@ -54,7 +55,7 @@ def test_warmup_ramps_learning_rate():
     lrs = []
     for _ in range(6):
         p.train_step(x)
-        lrs.append(p.lr)
+        lrs.append(p.trainer.lr)
     assert lrs[0] == pytest.approx(5e-4) and lrs[2] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-3)
 
 

@@ -59,18 +59,11 @@ def test_reference_profile_has_every_chapter():
 
 
 def test_reference_results_are_not_stale():
-    """Every reference chapter was executed with the library, chapter and parameters as they are now."""
-    import json
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tools"))
-    from run_chapters import code_hash
+    """Every reference chapter was executed with what it depends on as it is now (see tools/staleness.py)."""
+    from staleness import stale_chapters
 
     profile = reference_profile()
-    timings = json.loads((ROOT / "results" / profile / "timings.json").read_text())
-    stale = [stem for stem in EXPECTED_CHAPTERS
-             if timings.get(stem, {}).get("code") != code_hash(ROOT / "chapters" / f"{stem}.ipynb",
-                                                               ROOT / "params" / profile / f"{stem}.yaml")]
+    stale = stale_chapters(profile)
     assert not stale, f"re-execute these {profile} chapters: {stale} (tools/run_chapters.py --profile {profile} --only ...)"
 
 

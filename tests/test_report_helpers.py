@@ -1,6 +1,6 @@
 """Written answers: claims that the run's data do not support are shown as warnings, never silently."""
 
-from diffusion_lib.report import CLAIM_WARNING_CLASS, claim, fmt
+from diffusion_lib.chapter.claims import CLAIM_WARNING_CLASS, claim, fmt
 
 
 def test_supported_claim_is_plain_text():

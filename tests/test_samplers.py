@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from diffusion_lib import NoiseSchedule
-from diffusion_lib.samplers import (SPACINGS, TrajectoryRecorder, ddim_invert, ddim_sample, ddpm_sample,
-                                    dpm_solver_pp_2m_sample, timestep_sequence)
+from diffusion_lib.diffusion.samplers import (SPACINGS, TrajectoryRecorder, ddim_invert, ddim_sample, ddpm_sample,
+                                              dpm_solver_pp_2m_sample, timestep_sequence)
 
 
 class ExactGaussianEps(torch.nn.Module):
@@ -154,3 +154,39 @@ def test_second_order_beats_first_order_at_equal_steps():
     dpm = dpm_solver_pp_2m_sample(model, SCHED, x_T, steps=10, clip_x0=False).std().item()
     ddim = ddim_sample(model, SCHED, x_T, steps=10, eta=0.0, clip_x0=False, spacing="logsnr").std().item()
     assert abs(dpm - s) < abs(ddim - s) / 3
+
+
+def test_configured_spacing_reaches_the_sampler():
+    """A chapter's sampler parameters become a SamplerSpec whole: the spacing is not dropped on the way."""
+    from diffusion_lib.chapter.params import sampler
+
+    schedule = NoiseSchedule.from_name("linear", 100)
+    for spacing in ("quadratic", "trailing", "logsnr"):
+        spec = sampler({"method": "ddim", "steps": 6, "eta": 0.0, "spacing": spacing}, noise_steps=100)
+        assert spec.spacing == spacing
+        rec = TrajectoryRecorder()
+        spec.run(RandomConvEps(), schedule, torch.randn(2, 1, 8, 8), callback=rec)
+        assert rec.t == timestep_sequence(100, 6, spacing, log_snr=schedule.log_snr)
+    default = sampler({"method": "ddim", "steps": 6}, noise_steps=100)
+    rec = TrajectoryRecorder()
+    default.run(RandomConvEps(), schedule, torch.randn(2, 1, 8, 8), callback=rec)
+    assert rec.t == timestep_sequence(100, 6, "uniform")
+
+
+def test_chapters_build_samplers_from_parameters_whole():
+    """No chapter picks keys out of a sampler parameter by hand (that is how a configured spacing got lost)."""
+    import re
+    from pathlib import Path
+
+    for py in sorted((Path(__file__).resolve().parent.parent / "chapters").glob("[0-9][0-9]_*.py")):
+        assert not re.search(r"SamplerSpec\(\w+\[\"method\"\]", py.read_text()), py.name
+
+
+def test_a_bad_sampler_mapping_is_one_clear_error():
+    from diffusion_lib.chapter.params import sampler
+    from diffusion_lib.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="spacing: unknown step spacing 'cubic'"):
+        sampler({"method": "ddim", "steps": 5, "spacing": "cubic"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        sampler({"method": "ddim", "steps": 5, "spaceing": "uniform"})

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffusion_lib import NoiseSchedule, get_betas
-from diffusion_lib.schedules import SCHEDULES, cosine_betas, linear_betas, quadratic_betas
+from diffusion_lib.diffusion.schedules import SCHEDULES, cosine_betas, linear_betas, quadratic_betas
 
 T = 1000
 

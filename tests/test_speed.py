@@ -7,12 +7,15 @@ import pytest
 import torch
 import yaml
 
-from diffusion_lib import train as train_mod
-from diffusion_lib.checkpoint import load_model
-from diffusion_lib.config import TrainConfig, from_dict
-from diffusion_lib.metrics import QualityReport, kid_gap
-from diffusion_lib.train import read_metrics, train, use_bf16_autocast
-from diffusion_lib.utils import cpu_has_native_bf16
+from diffusion_lib.training import trainer as trainer_mod
+from diffusion_lib.nets.registry import load_model
+from diffusion_lib.core.config import from_dict
+from diffusion_lib.training.config import TrainConfig
+from diffusion_lib.evaluation.quality import QualityReport, kid_gap
+from diffusion_lib.training.log import read_metrics
+from diffusion_lib.training.run import train
+from diffusion_lib.training.trainer import use_bf16_autocast
+from diffusion_lib.core.devices import cpu_has_native_bf16
 from conftest import tiny_train_dict
 
 CPU = torch.device("cpu")
@@ -23,14 +26,14 @@ def _cfg(tiny_train, **kw):
 
 
 def test_cpu_bf16_is_opt_in(tiny_train):
-    assert not use_bf16_autocast(_cfg(tiny_train), CPU)  # amp (the CUDA switch) alone does nothing on a CPU
-    assert use_bf16_autocast(_cfg(tiny_train, amp_cpu=True), CPU) == cpu_has_native_bf16()
+    assert not use_bf16_autocast(CPU, amp=True, amp_cpu=False)  # amp (the CUDA switch) alone does nothing on a CPU
+    assert use_bf16_autocast(CPU, amp=True, amp_cpu=True) == cpu_has_native_bf16()
 
 
 def test_cpu_bf16_without_native_support_falls_back_and_says_so(tiny_train, monkeypatch):
-    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(trainer_mod, "cpu_has_native_bf16", lambda: False)
     said = []
-    assert not use_bf16_autocast(_cfg(tiny_train, amp_cpu=True), CPU, log=said.append)
+    assert not use_bf16_autocast(CPU, amp=True, amp_cpu=True, log=said.append)
     assert said and "float32" in said[0]
 
 
@@ -48,7 +51,7 @@ def test_bf16_training_on_cpu_runs_and_keeps_float32_weights(tiny_train):
 
 def test_bf16_forward_stays_close_to_float32():
     """The autocast forward pass is the same function, rounded: its output differs from float32 by ~1e-2 at most."""
-    from diffusion_lib.unet import DiffusionModel
+    from diffusion_lib.nets.concat_unet import DiffusionModel
 
     torch.manual_seed(0)
     m = DiffusionModel(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, time_dim=16, attention=True)
@@ -72,7 +75,7 @@ def test_cpu_profile_trains_with_cpu_bf16():
 
 def test_benchmark_measures_the_project_as_its_config_runs_it():
     pytest.importorskip("diffusers")
-    from diffusion_lib.bench import as_shipped, as_used
+    from benchmarks.bench import as_shipped, as_used
 
     used = as_used("params/cpu/03_train.yaml", CPU)
     assert used["bf16"] == cpu_has_native_bf16() and used["fast_concat"]
@@ -81,15 +84,15 @@ def test_benchmark_measures_the_project_as_its_config_runs_it():
 
 
 def test_kid_gap_is_signed_in_combined_standard_deviations():
-    a = {"KID-MNIST (x1e3)": 20.0, "KID std (x1e3)": 3.0}
-    b = {"KID-MNIST (x1e3)": 12.0, "KID std (x1e3)": 4.0}
+    a = {"KID x1e3": 20.0, "KID std x1e3": 3.0}
+    b = {"KID x1e3": 12.0, "KID std x1e3": 4.0}
     assert kid_gap(a, b) == pytest.approx(8 / 5)
     assert kid_gap(b, a) == pytest.approx(-8 / 5)
     rep = QualityReport(n=10, fid=1.0, kid_mean=0.020, kid_std=0.003, entropy=2.0, confidence=0.9,
                         classes_covered=10, hist=[1] * 10)
     assert kid_gap(rep, b) == pytest.approx(8 / 5)  # a report is read in the table's x1e3 units
     with pytest.raises(ValueError, match="undefined"):
-        kid_gap({"KID-MNIST (x1e3)": 1, "KID std (x1e3)": 0}, {"KID-MNIST (x1e3)": 2, "KID std (x1e3)": 0})
+        kid_gap({"KID x1e3": 1, "KID std x1e3": 0}, {"KID x1e3": 2, "KID std x1e3": 0})
 
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")

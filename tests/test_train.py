@@ -13,10 +13,13 @@ import pytest
 import torch
 import yaml
 
-from diffusion_lib.checkpoint import load_checkpoint, load_model, save_model
-from diffusion_lib.config import TrainConfig, from_dict
-from diffusion_lib.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
-from diffusion_lib.train import METRIC_COLUMNS, read_metrics, train
+from diffusion_lib.nets.registry import load_model, save_model
+from diffusion_lib.training.checkpoint import load_checkpoint
+from diffusion_lib.core.config import from_dict
+from diffusion_lib.training.config import TrainConfig
+from diffusion_lib.core.errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from diffusion_lib.training.log import METRIC_COLUMNS, read_metrics
+from diffusion_lib.training.run import train
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "DIFFUSION_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
@@ -190,9 +193,16 @@ def test_results_without_checkpoints_are_protected(tiny_train):
 
     shutil.rmtree(out / "checkpoints")
     model = (out / "model_ema.pt").read_bytes()
-    for kw in ({}, {"resume": True}):
-        with pytest.raises(ConfigError, match="results of an earlier run"):
-            train(cfg_of(d), progress=False, log=lambda *_: None, **kw)
+    with pytest.raises(ConfigError, match="results of an earlier run"):
+        train(cfg_of(d), progress=False, log=lambda *_: None)
+    notes = []  # --resume on a finished run that can be reused: nothing to do
+    train(cfg_of(d), resume=True, progress=False, log=notes.append)
+    assert any("already complete" in n for n in notes)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["fingerprint"] = [v + 1.0 for v in summary["fingerprint"]]  # as if the model code had changed
+    (out / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ConfigError, match="cannot be reused .*model code has changed"):
+        train(cfg_of(d), resume=True, progress=False, log=lambda *_: None)
     assert (out / "model_ema.pt").read_bytes() == model
 
 
@@ -223,19 +233,19 @@ def test_foreign_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="not a diffusion_lib/checkpoint/v1 file"):
         load_checkpoint(tmp_path / "foreign.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a zip at all")
-    with pytest.raises(CheckpointError, match="truncated or is not a checkpoint"):
+    with pytest.raises(CheckpointError, match="truncated or is not a file this project can read"):
         load_checkpoint(tmp_path / "junk.pt")
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_train, monkeypatch):
-    from diffusion_lib.process import DiffusionProcess
+    from diffusion_lib.training.process import DiffusionProcess
 
     d = tiny_train(steps=10, checkpoint_every=4)
     real = DiffusionProcess.loss
 
     def poisoned(self, x0, t=None, noise=None):
         loss = real(self, x0, t, noise)
-        return loss * float("nan") if self.step == 6 else loss
+        return loss * float("nan") if self.trainer.step == 6 else loss
 
     monkeypatch.setattr(DiffusionProcess, "loss", poisoned)
     with pytest.raises(NonFiniteLossError, match="step 7") as err:
@@ -258,7 +268,7 @@ def test_missing_dataset_names_the_four_files(tmp_path, monkeypatch, tiny_train)
 
 
 def test_shared_folder_is_found_beside_any_folder_above(tmp_path, monkeypatch):
-    from diffusion_lib import data
+    from diffusion_lib.data import mnist, offline as data
 
     for var in ("DIFFUSION_SHARED", "DIFFUSION_SHARED_DATA"):
         monkeypatch.delenv(var, raising=False)
@@ -268,7 +278,7 @@ def test_shared_folder_is_found_beside_any_folder_above(tmp_path, monkeypatch):
     monkeypatch.setenv("PWD", str(checkout))
     assert data.shared_dir() is None and data.shared_data_dir() is None
     with pytest.raises(DataError, match="No offline folder was found; looked for: .*work/shared"):
-        data.load_mnist(checkout / "data")
+        mnist.load_mnist(checkout / "data")
     (tmp_path / "ci" / "shared" / "data").mkdir(parents=True)  # two levels up
     assert data.shared_dir() == tmp_path / "ci" / "shared"
     (tmp_path / "ci" / "work" / "shared" / "spec").mkdir(parents=True)  # beside wins
@@ -279,7 +289,7 @@ def test_shared_folder_is_found_beside_any_folder_above(tmp_path, monkeypatch):
 
 
 def test_corrupt_dataset_file_names_file_and_checksum(tmp_path, tiny_train):
-    from diffusion_lib.data import MNIST_FILES, prepare_mnist
+    from diffusion_lib.data.mnist import MNIST_FILES, prepare_mnist
 
     root = prepare_mnist(tmp_path / "data")  # copies the four files from the shared folder
     f = root / "MNIST/raw/train-labels-idx1-ubyte.gz"
@@ -293,7 +303,7 @@ def test_corrupt_dataset_file_names_file_and_checksum(tmp_path, tiny_train):
 
 def test_fresh_data_folder_loads_offline(tmp_path, monkeypatch):
     """A new clone's first `make data` under DIFFUSION_OFFLINE=1: copy, verify, extract, load."""
-    from diffusion_lib.data import load_mnist
+    from diffusion_lib.data.mnist import load_mnist
 
     monkeypatch.setenv("DIFFUSION_OFFLINE", "1")
     x, y = load_mnist(tmp_path / "fresh", train=False)
@@ -303,7 +313,7 @@ def test_fresh_data_folder_loads_offline(tmp_path, monkeypatch):
 
 
 def test_mnist_loads_offline_with_known_statistics():
-    from diffusion_lib.data import load_mnist
+    from diffusion_lib.data.mnist import load_mnist
 
     x, y = load_mnist("data", train=True)
     assert x.shape == (60000, 28, 28) and x.dtype == torch.uint8
@@ -314,7 +324,7 @@ def test_mnist_loads_offline_with_known_statistics():
 
 
 def test_batches_resume_exactly():
-    from diffusion_lib.data import TensorBatches
+    from diffusion_lib.data.batches import TensorBatches
 
     imgs = torch.arange(100, dtype=torch.uint8).view(100, 1, 1)
     a = TensorBatches(imgs, 16, seed=1)

@@ -85,14 +85,14 @@ def headline(profile: str) -> str:
                             "DPM-Solver++(2M)-20"):
             speed = (f", {float(r['speed-up vs DDPM']):.1f}x faster than DDPM"
                      if r.get("speed-up vs DDPM") and r.get("method") != "ddpm" else "")
-            rows.append((f"FID-MNIST, {r['sampler']}", f"{_f(r['FID-MNIST'])} (N = {r['N']}, "
+            rows.append((f"FID-MNIST, {r['sampler']}", f"{_f(r['FID'])} (N = {r['N']}, "
                          f"{float(r['s / image']) * 1000:.1f} ms per image{speed})"))
     if floor:
-        rows.append(("FID-MNIST, real vs real (floor)", f"{_f(floor['FID-MNIST'])} (N = {floor['N']})"))
+        rows.append(("FID-MNIST, real vs real (floor)", f"{_f(floor['FID'])} (N = {floor['N']})"))
     for r in sched:
-        rows.append((f"FID-MNIST, {r['schedule']} schedule (chapter 04)", f"{_f(r['FID-MNIST'])} (N = {r['N']})"))
-    if "FID-MNIST" in gan:
-        rows.append(("FID-MNIST, DCGAN (chapter 06)", _f(gan["FID-MNIST"]["DCGAN"])))
+        rows.append((f"FID-MNIST, {r['schedule']} schedule (chapter 04)", f"{_f(r['FID'])} (N = {r['N']})"))
+    if "FID" in gan:
+        rows.append(("FID-MNIST, DCGAN (chapter 06)", _f(gan["FID"]["DCGAN"])))
     if cifar:
         rows.append(("CIFAR-10 FID (classifier features)", f"{_f(cifar.get('fid'))} (N = {cifar.get('n')}, "
                      f"floor {_f(cifar.get('floor'))})"))

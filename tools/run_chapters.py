@@ -20,7 +20,6 @@ import argparse
 import ast
 import json
 import os
-import platform
 import signal
 import sys
 import time
@@ -28,9 +27,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from diffusion_lib.config import check_chapter_parameters, load_yaml  # noqa: E402
-from diffusion_lib.errors import ConfigError  # noqa: E402
-from diffusion_lib.utils import atomic_write_text  # noqa: E402
+from diffusion_lib.chapter.params import check_chapter_parameters  # noqa: E402
+from diffusion_lib.core.config import load_yaml  # noqa: E402
+from diffusion_lib.core.devices import device_name  # noqa: E402
+from diffusion_lib.core.errors import ConfigError  # noqa: E402
+from diffusion_lib.core.files import atomic_write_text  # noqa: E402
+from staleness import code_hash  # noqa: E402
 
 PROFILES = ("quick", "cpu", "gpu")
 
@@ -40,40 +42,32 @@ def chapters() -> list[Path]:
 
 
 def machine() -> str:
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            return f"{torch.cuda.get_device_name(0)} (CUDA)"
-        threads = torch.get_num_threads()
-    except ImportError:  # pragma: no cover
-        threads = os.cpu_count()
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {threads} threads (CPU)"
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA)"
+    return f"{device_name('cpu')}, CPU"
 
 
-def code_hash(chapter: Path, params_file: Path) -> str:
-    """What an executed chapter depends on: the library (the benchmark aside), the chapter and its parameters.
+def kernel_manager_logging_to(log: Path) -> type:
+    """A kernel manager whose kernel writes its own stdout/stderr (its logs, not cell outputs) to ``log``.
 
-    Recorded beside each chapter's wall time; a reference chapter whose recorded hash
-    differs from the current one is stale and must be re-executed.
+    Cell outputs travel to the notebook as always. What the kernel process itself
+    prints (start-up warnings, and the ZMQ tracebacks a kernel prints when it is
+    shut down in the middle of a cell, as on Ctrl-C or SIGTERM) stays out of the
+    runner's terminal; the log is kept beside a failed notebook.
     """
-    import hashlib
+    from jupyter_client.manager import AsyncKernelManager
 
-    files = sorted(p for p in (ROOT / "diffusion_lib").glob("*.py") if p.name != "bench.py")
-    files += [chapter.with_suffix(".py"), params_file]
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.relative_to(ROOT).as_posix().encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    class LoggedKernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            fh = open(log, "ab")  # the kernel process inherits it; closed here once it is launched
+            try:
+                return await super().start_kernel(**{"stdout": fh, "stderr": fh, **kw})
+            finally:
+                fh.close()
+
+    return LoggedKernelManager
 
 
 def _atomic_json(path: Path, data: dict) -> None:
@@ -143,23 +137,29 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -
         params = all_params[nb]
         final = out_dir / nb.name
         tmp = out_dir / f".{nb.stem}.running.ipynb"
+        kernel_log = out_dir / f".{nb.stem}.kernel.log"
+        kernel_log.unlink(missing_ok=True)
         print(f"[{profile}] {nb.stem}: executing -> {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final}",
               flush=True)
         code = code_hash(nb, param_files[nb])  # what this execution runs, taken before it starts
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(ROOT), kernel_name="python3",
-                                progress_bar=sys.stderr.isatty(), request_save_on_cell_execute=True)
+                                progress_bar=sys.stderr.isatty(), request_save_on_cell_execute=True,
+                                kernel_manager_class=kernel_manager_logging_to(kernel_log))
         except BaseException as exc:  # a failing cell, a dead kernel, or Ctrl-C
             failed = out_dir / "failed" / nb.name
             failed.parent.mkdir(exist_ok=True)
             if tmp.exists():
                 os.replace(tmp, failed)
+            if kernel_log.exists():
+                os.replace(kernel_log, failed.with_suffix(".kernel.log"))
             kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
             print(f"[{profile}] {nb.stem} {kind}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}\n"
                   f"  the previous results are untouched; the partial notebook is {failed}", file=sys.stderr)
             return 130 if kind == "interrupted" else 1
         seconds = time.perf_counter() - t0
+        kernel_log.unlink(missing_ok=True)
         os.replace(tmp, final)
         timings[nb.stem] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                             "machine": machine(), "code": code}

@@ -8,6 +8,7 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "NonFiniteLossError",
+    "RunFileError",
     "TrainingInterrupted",
 ]
 
@@ -28,6 +29,10 @@ class DataError(DiffusionError, FileNotFoundError):
 
 class CheckpointError(DiffusionError, RuntimeError):
     """A checkpoint is missing, truncated, foreign or cannot be written."""
+
+
+class RunFileError(DiffusionError, ValueError):
+    """A file a training run wrote (``metrics.csv``, ``summary.json``) is missing or damaged."""
 
 
 class NonFiniteLossError(DiffusionError, FloatingPointError):

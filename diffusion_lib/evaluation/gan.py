@@ -9,7 +9,8 @@ non-saturating loss, Adam(2e-4, beta1 = 0.5) as in the DCGAN paper.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -17,11 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .config import non_negative, positive, rule
-from .data import TensorBatches, to_model_range
-from .utils import randn
+from ..core.config import non_negative, positive, rule
+from ..core.devices import randn
+from ..core.files import load_tagged, save_tagged
+from ..data.batches import TensorBatches
+from ..data.images import to_model_range
 
-__all__ = ["Generator", "Discriminator", "GANConfig", "GANHistory", "train_gan", "save_gan", "load_gan"]
+__all__ = ["Generator", "Discriminator", "GANConfig", "GANHistory", "train_gan", "save_gan", "load_gan",
+           "train_or_load_gan", "gan_samples"]
 
 
 class Generator(nn.Module):
@@ -136,37 +140,24 @@ def train_gan(images: torch.Tensor, cfg: GANConfig, device: torch.device | str =
 GAN_FORMAT = "diffusion_lib/gan/v1"
 
 
-def save_gan(path, cfg: GANConfig, G: Generator, D: Discriminator, hist: GANHistory) -> None:
+def save_gan(path: str | Path, cfg: GANConfig, G: Generator, D: Discriminator, hist: GANHistory) -> None:
     """Keep a trained GAN with its training history, so a chapter can be re-executed without retraining."""
-    from dataclasses import asdict
-
-    from .checkpoint import check_space, serialize
-    from .utils import atomic_write_bytes
-
-    data = serialize({"format": GAN_FORMAT, "config": asdict(cfg),
-                      "generator": {k: v.cpu() for k, v in G.state_dict().items()},
-                      "discriminator": {k: v.cpu() for k, v in D.state_dict().items()},
-                      "history": {"step": hist.step, "loss_d": hist.loss_d, "loss_g": hist.loss_g,
-                                  "d_real": hist.d_real, "d_fake": hist.d_fake,
-                                  "snapshots": {str(k): v for k, v in hist.snapshots.items()},
-                                  "train_seconds": hist.train_seconds}})
-    from pathlib import Path
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    check_space(Path(path).parent, len(data))
-    atomic_write_bytes(path, data)
+    save_tagged(path, GAN_FORMAT, {
+        "config": asdict(cfg),
+        "generator": {k: v.cpu() for k, v in G.state_dict().items()},
+        "discriminator": {k: v.cpu() for k, v in D.state_dict().items()},
+        "history": {"step": hist.step, "loss_d": hist.loss_d, "loss_g": hist.loss_g, "d_real": hist.d_real,
+                    "d_fake": hist.d_fake, "snapshots": {str(k): v for k, v in hist.snapshots.items()},
+                    "train_seconds": hist.train_seconds},
+    })
 
 
-def load_gan(path, cfg: GANConfig, device: torch.device | str = "cpu"):
+def load_gan(path: str | Path, cfg: GANConfig, device: torch.device | str = "cpu",
+             ) -> Optional[tuple[Generator, Discriminator, GANHistory]]:
     """The GAN saved at ``path`` if it was trained with ``cfg``, else None."""
-    from dataclasses import asdict
-    from pathlib import Path
-
-    from .checkpoint import load_tagged
-
     if not Path(path).exists():
         return None
-    obj = load_tagged(Path(path), GAN_FORMAT)
+    obj = load_tagged(path, GAN_FORMAT, required=("config", "generator", "discriminator", "history"))
     if obj["config"] != asdict(cfg):
         return None
     G, D = Generator(cfg.z_dim, cfg.width), Discriminator(cfg.width)
@@ -176,3 +167,24 @@ def load_gan(path, cfg: GANConfig, device: torch.device | str = "cpu"):
     hist = GANHistory(step=h["step"], loss_d=h["loss_d"], loss_g=h["loss_g"], d_real=h["d_real"], d_fake=h["d_fake"],
                       snapshots={int(k): v for k, v in h["snapshots"].items()}, train_seconds=h["train_seconds"])
     return G.to(device).eval(), D.to(device).eval(), hist
+
+
+def train_or_load_gan(path: str | Path, images: torch.Tensor, cfg: GANConfig, device: torch.device | str = "cpu",
+                      retrain: bool = False, log: Callable[[str], None] = print,
+                      ) -> tuple[Generator, Discriminator, GANHistory]:
+    """The GAN saved at ``path`` when it was trained with ``cfg`` (and ``retrain`` is off), else one trained now and saved."""
+    cached = None if retrain else load_gan(path, cfg, device)
+    if cached is not None:
+        log(f"Reusing the GAN trained with these parameters in {path} (set retrain=True to train again).")
+        return cached
+    G, D, hist = train_gan(images, cfg, device=device)
+    save_gan(path, cfg, G, D, hist)
+    return G, D, hist
+
+
+@torch.no_grad()
+def gan_samples(G: Generator, n: int, seed: int, batch_size: int = 500) -> torch.Tensor:
+    """``n`` images from the generator, with z drawn from a CPU generator seeded with ``seed``; on the CPU."""
+    device = next(G.parameters()).device
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    return torch.cat([G(z[i:i + batch_size]) for i in range(0, n, batch_size)]).cpu()

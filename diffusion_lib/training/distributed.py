@@ -11,13 +11,13 @@ Rank 0 alone logs, samples and writes checkpoints; every rank resumes from them.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["Distributed"]
 
@@ -62,8 +62,6 @@ class Distributed:
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
         if not self.enabled:
             return model
-        from torch.nn.parallel import DistributedDataParallel
-
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     def mean(self, value: float, device: torch.device) -> float:
@@ -79,9 +77,8 @@ class Distributed:
         dist.all_reduce(t, op=op)
         return bool(t.item())
 
-    def all_finite(self, value: float) -> bool:
-        """True on every rank only if the loss is finite on every rank (so all stop together)."""
-        ok = math.isfinite(value)
+    def all_true(self, ok: bool) -> bool:
+        """True on every rank only if ``ok`` on every rank (so a non-finite loss stops them all together)."""
         return self._reduce_flag(ok, dist.ReduceOp.MIN) if self.enabled else ok
 
     def any(self, flag: bool) -> bool:
@@ -103,6 +100,8 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
-    def close(self) -> None:
-        if self.enabled and dist.is_initialized():
+    @staticmethod
+    def shutdown() -> None:
+        """Tear the process group down, if one was set up (the CLI calls this on every exit)."""
+        if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()

@@ -1,41 +1,23 @@
-"""Image grids and the few plotting helpers the chapters share."""
+"""The figures chapters share: image grids and strips, the U-Net diagram, training curves and grids."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Optional, Sequence
 
+import matplotlib.pyplot as plt
+import pandas as pd
 import torch
-from torchvision.utils import make_grid
+from matplotlib.patches import FancyBboxPatch
+from PIL import Image
 
-from .data import to_unit_range
-from .utils import atomic_write_bytes
+from ..data.images import grid_image, to_unit_range
 
-__all__ = ["grid_image", "save_grid", "show_grid", "show_strips", "plot_unet"]
-
-
-def grid_image(x: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Tensor:
-    """(N, C, H, W) in [-1, 1] -> one (C, H', W') grid in [0, 1]."""
-    return make_grid(to_unit_range(x.detach().float().cpu()), nrow=nrow, padding=padding, pad_value=1.0)
-
-
-def save_grid(path: str | Path, x: torch.Tensor, nrow: int = 8) -> Path:
-    """Write a PNG grid of ``x`` (model range) atomically."""
-    from PIL import Image
-
-    g = (grid_image(x, nrow) * 255).round().byte().permute(1, 2, 0).numpy()
-    img = Image.fromarray(g[..., 0] if g.shape[2] == 1 else g)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+__all__ = ["show_grid", "show_strips", "plot_unet", "plot_loss", "show_training_grids"]
 
 
 def show_grid(x: torch.Tensor, nrow: int = 8, ax=None, title: Optional[str] = None, scale: float = 0.6):
     """Draw a grid of model-range images on a matplotlib axis (created when ``ax`` is None)."""
-    import matplotlib.pyplot as plt
-
     g = grid_image(x, nrow).permute(1, 2, 0).numpy()
     if ax is None:
         rows = (x.shape[0] + nrow - 1) // nrow
@@ -50,8 +32,6 @@ def show_grid(x: torch.Tensor, nrow: int = 8, ax=None, title: Optional[str] = No
 def show_strips(rows: Sequence[torch.Tensor], row_labels: Sequence[str], col_labels: Optional[Sequence[str]] = None,
                 scale: float = 0.9):
     """Rows of images (each (K, C, H, W), model range) as a labelled figure; returns the figure."""
-    import matplotlib.pyplot as plt
-
     k = max(r.shape[0] for r in rows)
     fig, axes = plt.subplots(len(rows), k, figsize=(scale * k, scale * len(rows) + 0.3), squeeze=False)
     for i, r in enumerate(rows):
@@ -72,15 +52,12 @@ def show_strips(rows: Sequence[torch.Tensor], row_labels: Sequence[str], col_lab
 
 
 def plot_unet(rows: Sequence[dict], ax=None):
-    """A schematic of the U-Net from :func:`diffusion_lib.unet.summarize` rows.
+    """A schematic of the U-Net from :func:`diffusion_lib.nets.summary.summarize` rows.
 
     Blocks run left to right in execution order; their height is the spatial
     resolution (lower = coarser), each box is labelled with its output channels;
     grey arcs are the skip connections between the down and up paths.
     """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import FancyBboxPatch
-
     blocks = [r for r in rows if r["stage"] != "time"]
     sizes = sorted({r["out_shape"][-1] for r in blocks}, reverse=True)
     level = {s: i for i, s in enumerate(sizes)}
@@ -96,7 +73,7 @@ def plot_unet(rows: Sequence[dict], ax=None):
         ax.text(i, y, str(r["out_shape"][0]), ha="center", va="center", color="white", fontsize=8, weight="bold")
     names = [r["name"] for r in blocks]
     downs = [i for i, r in enumerate(blocks) if r["stage"] in ("down",) or r["name"] == "stem"]
-    ups = [i for i, r in enumerate(blocks) if r["stage"] == "up" and r["kind"] == "ResBlock"]
+    ups = [i for i, r in enumerate(blocks) if r["stage"] == "up" and r["kind"].startswith("ResBlock")]
     for d, u in zip(reversed(downs), ups):  # skips are consumed last-in, first-out
         yd, yu = -level[blocks[d]["out_shape"][-1]], -level[blocks[u]["out_shape"][-1]]
         ax.annotate("", xy=(u, yu + 0.32), xytext=(d, yd + 0.32),
@@ -111,3 +88,32 @@ def plot_unet(rows: Sequence[dict], ax=None):
     handles = [plt.Rectangle((0, 0), 1, 1, fc=c) for c in colours.values()]
     ax.legend(handles, list(colours), ncol=6, fontsize=7, loc="upper center", frameon=False)
     return ax
+
+
+def plot_loss(metrics: pd.DataFrame, ax=None, window: Optional[int] = None, label: str = "L_simple"):
+    """The per-step training loss (faint) and its rolling mean on a log scale; returns the axis."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.8))
+    window = window or max(5, len(metrics) // 50)
+    ax.plot(metrics["step"], metrics["loss"], alpha=0.25, lw=0.6, label="per step")
+    ax.plot(metrics["step"], metrics["loss"].rolling(window, min_periods=1).mean(), label=f"rolling mean ({window} steps)")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(label)
+    ax.legend()
+    return ax
+
+
+def show_training_grids(run_dir: Path, at_most: int = 6, width: float = 2.4):
+    """The sample grids a training run drew (``samples/step_*.png``), evenly thinned to ``at_most``; returns the figure."""
+    grids = sorted((Path(run_dir) / "samples").glob("step_*.png"))
+    if len(grids) > at_most:
+        grids = grids[:: max(1, len(grids) // at_most)][-at_most:]
+    fig, axes = plt.subplots(1, max(1, len(grids)), figsize=(width * max(1, len(grids)), width + 0.3), squeeze=False)
+    for ax, path in zip(axes[0], grids):
+        img = Image.open(path)
+        ax.imshow(img, cmap="gray" if img.mode == "L" else None)
+        ax.set_title(f"step {int(path.stem.split('_')[1]):,}", fontsize=9)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig

@@ -1,6 +1,6 @@
 """Benchmark: the project's MNIST U-Net against ``diffusers.UNet2DModel`` at a matched size, side by side.
 
-    python -m diffusion_lib.bench [--config params/cpu/03_train.yaml] [--batch 64] [--rounds 3]
+    python -m benchmarks.bench [--config params/cpu/03_train.yaml] [--batch 64] [--rounds 3]
                                   [--out results/bench] [--readme]
 
 For the same batch on the same device, in one run, it prints and saves
@@ -37,14 +37,24 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-from .utils import cpu_has_native_bf16
+from diffusion_lib.core.devices import cpu_has_native_bf16, device_name, median_seconds, resolve_device
+from diffusion_lib.core.files import atomic_write_text
+from diffusion_lib.core.paths import project_root
+from diffusion_lib.data.batches import TensorBatches
+from diffusion_lib.data.images import to_model_range
+from diffusion_lib.data.mnist import load_mnist
+from diffusion_lib.diffusion.samplers import ddim_sample
+from diffusion_lib.diffusion.schedules import NoiseSchedule
+from diffusion_lib.nets.blocks import ConcatResBlock
+from diffusion_lib.nets.registry import build_model
+from diffusion_lib.training.config import load_train_config
+from diffusion_lib.training.trainer import use_bf16_autocast
 
 __all__ = ["diffusers_unet", "matched_diffusers", "main"]
 
@@ -98,25 +108,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time(fn: Callable[[], Any], device: torch.device, iters: int, warmup: int = 2) -> float:
-    """Median seconds per call after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _image_shape(model: nn.Module) -> tuple[int, int, int]:
     if isinstance(model, _DiffusersEps):
         c = model.unet.config
@@ -125,11 +116,8 @@ def _image_shape(model: nn.Module) -> tuple[int, int, int]:
 
 
 def _build(kind: str, cfg_path: str) -> nn.Module:
-    from .config import load_train_config
-    from .models import build_model
-
     cfg = load_train_config(cfg_path)
-    ours = build_model(cfg.unet_kwargs())
+    ours = build_model(cfg.model_config())
     if kind == "project":
         return ours
     return matched_diffusers(sum(p.numel() for p in ours.parameters()), cfg.image_size, cfg.channels)[0]
@@ -137,11 +125,9 @@ def _build(kind: str, cfg_path: str) -> nn.Module:
 
 def as_used(cfg_path: str, device: torch.device) -> dict:
     """The speed settings the training program applies for this config on this device (the project "as used")."""
-    from .config import load_train_config
-    from .train import use_bf16_autocast
 
     cfg = load_train_config(cfg_path)
-    return {"bf16": use_bf16_autocast(cfg, device, log=lambda *_: None), "channels_last": cfg.channels_last,
+    return {"bf16": use_bf16_autocast(device, cfg.amp, cfg.amp_cpu, log=lambda *_: None), "channels_last": cfg.channels_last,
             "compile": cfg.compile, "fast_concat": True}
 
 
@@ -157,13 +143,10 @@ def _worker(kind: str, cfg_path: str, batch: int, iters: int, device_name: str, 
         device = torch.device(device_name)
         if options.get("threads"):
             torch.set_num_threads(options["threads"])
-        from .samplers import ddim_sample
-        from .schedules import NoiseSchedule
-        from .unet import ResBlock
 
         model = _build(kind, cfg_path).to(device)
         for m in model.modules():
-            if isinstance(m, ResBlock):
+            if isinstance(m, ConcatResBlock):
                 m.fast_concat = options.get("fast_concat", True)
         cl = options.get("channels_last", False)
         if cl:
@@ -194,7 +177,7 @@ def _worker(kind: str, cfg_path: str, batch: int, iters: int, device_name: str, 
             with FlopCounterMode(display=False) as fc:
                 train_step()
             flops = fc.get_total_flops() / batch
-        train_s = _time(train_step, device, iters)
+        train_s = median_seconds(train_step, device, iters)
         model.eval()
         sched = NoiseSchedule.from_name("linear", 1000).to(device)
 
@@ -208,8 +191,8 @@ def _worker(kind: str, cfg_path: str, batch: int, iters: int, device_name: str, 
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=sample_amp):
                 ddim_sample(step_model, sched, x, steps=50)
 
-        step_s = _time(one_step, device, iters)
-        ddim_s = _time(ddim50, device, max(1, iters // 5), warmup=1)
+        step_s = median_seconds(one_step, device, iters)
+        ddim_s = median_seconds(ddim50, device, max(1, iters // 5), warmup=1)
         queue.put({"model": kind, "params": sum(p.numel() for p in model.parameters()),
                    "train_img_s": batch / train_s, "step_img_s": batch / step_s, "ddim50_img_s": batch / ddim_s,
                    "peak_mem_mb": _peak_memory_mb(device), "flops_per_image_train": flops})
@@ -235,7 +218,7 @@ def _bf16_matmul_tflops(device: torch.device) -> float | None:
     n = 8192
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    s = _time(lambda: a @ b, device, 20, warmup=3)
+    s = median_seconds(lambda: a @ b, device, 20, warmup=3)
     return 2 * n**3 / s / 1e12
 
 
@@ -243,11 +226,10 @@ def _data_pipeline(device: torch.device, batch: int, iters: int = 200) -> dict:
     """Seconds per batch: the dataset resident as one tensor vs a DataLoader with workers and pinned memory."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    from .data import TensorBatches, load_mnist, to_model_range
 
     images, _ = load_mnist("data", train=True)
     resident = TensorBatches(images.unsqueeze(1), batch, seed=0, device=device)
-    t_res = _time(lambda: to_model_range(resident.next()), device, iters)
+    t_res = median_seconds(lambda: to_model_range(resident.next()), device, iters)
     loader = DataLoader(TensorDataset(images.unsqueeze(1)), batch_size=batch, shuffle=True, num_workers=2,
                         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True)
     it = iter(loader)
@@ -261,13 +243,11 @@ def _data_pipeline(device: torch.device, batch: int, iters: int = 200) -> dict:
             (b,) = next(it)
         return to_model_range(b.to(device, non_blocking=True))
 
-    t_dl = _time(from_loader, device, iters, warmup=5)
+    t_dl = median_seconds(from_loader, device, iters, warmup=5)
     return {"resident_ms": 1000 * t_res, "dataloader_ms": 1000 * t_dl}
 
 
 def machine_name(device: torch.device) -> str:
-    from .train import device_name
-
     return device_name(device)
 
 
@@ -334,7 +314,6 @@ def run(cfg_path: str, batch: int, rounds: int, iters: int, device: torch.device
 
 
 def write(summary: dict, out: Path) -> Path:
-    from .utils import atomic_write_text
 
     tag = "cuda" if summary["device_type"] == "cuda" else "cpu"
     out.mkdir(parents=True, exist_ok=True)
@@ -402,7 +381,6 @@ def update_readme(out: Path) -> None:
         raise SystemExit("README.md has no <!-- bench:start --> marker")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    from .utils import atomic_write_text
 
     atomic_write_text(readme, f"{head}{start}\n{readme_table(summaries)}\n{end}{tail}")
 
@@ -419,7 +397,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--readme", action="store_true", help="also rewrite README's benchmark table")
     ap.add_argument("--readme-only", action="store_true", help="only rewrite README's table from results/bench/*.json")
     args = ap.parse_args(argv)
-    from .utils import project_root, resolve_device
 
     out = Path(args.out) if Path(args.out).is_absolute() else project_root() / args.out
     if args.readme_only:

@@ -10,14 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-import numpy as np
-
+from ..core.devices import randn
 from .schedules import NoiseSchedule, extract
-from .utils import randn
 
 __all__ = [
     "StepInfo",
@@ -28,8 +27,6 @@ __all__ = [
     "ddim_sample",
     "ddim_invert",
     "dpm_solver_pp_2m_sample",
-    "SamplerSpec",
-    "generate",
 ]
 
 SPACINGS = ("uniform", "quadratic", "trailing", "logsnr")
@@ -78,7 +75,6 @@ def ddpm_sample(
     variance: Literal["posterior", "beta"] = "posterior",
     clip_x0: bool = True,
     generator: Optional[torch.Generator] = None,
-    noise_fn: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
     callback: Optional[Callback] = None,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -94,8 +90,6 @@ def ddpm_sample(
             Ho et al. report similar results for both.
         clip_x0: clamp the predicted x_0 to the data range before forming the mean.
         generator: RNG for the per-step noise (x_T is given by the caller).
-        noise_fn: ``noise_fn(t, x) -> z`` overrides the per-step noise, e.g. to hold
-            it fixed across a batch of interpolation frames.
     Returns:
         x_0, same shape as ``x_T``.
     """
@@ -112,7 +106,7 @@ def ddpm_sample(
             x0 = x0.clamp(-1.0, 1.0)
         mean, _, _ = schedule.posterior_mean_variance(x0, x, tt)
         if t > 0:
-            z = noise_fn(t, x) if noise_fn is not None else randn(x.shape, generator=generator, device=x.device)
+            z = randn(x.shape, generator=generator, device=x.device)
             x = mean + extract(var_table, tt, x.shape).sqrt() * z
         else:
             x = mean  # no noise at the last step (Algorithm 2, line 3: z = 0 if t = 1)
@@ -181,7 +175,6 @@ def ddim_sample(
     spacing: str = "uniform",
     clip_x0: bool = True,
     generator: Optional[torch.Generator] = None,
-    noise_fn: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
     callback: Optional[Callback] = None,
     progress: bool = False,
 ) -> torch.Tensor:
@@ -209,7 +202,7 @@ def ddim_sample(
         sigma = eta * ((1 - ab_prev) / (1 - ab)).sqrt() * (1 - ab / ab_prev).sqrt()
         x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
         if eta > 0 and t_prev >= 0:
-            z = noise_fn(t, x) if noise_fn is not None else randn(x.shape, generator=generator, device=x.device)
+            z = randn(x.shape, generator=generator, device=x.device)
             x = x + sigma * z
         if callback is not None:
             callback(StepInfo(index=i, t=t, x=x, x0_pred=x0))
@@ -293,78 +286,3 @@ def dpm_solver_pp_2m_sample(
         if callback is not None:
             callback(StepInfo(index=i, t=t, x=x, x0_pred=x0))
     return x
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """A sampler and its settings, as one row of a comparison."""
-
-    method: str = "ddim"  # "ddpm", "ddim" or "dpm++2m"
-    steps: int = 50
-    eta: float = 0.0
-    spacing: str = ""  # default: "uniform" for DDIM, "logsnr" for DPM-Solver++
-    variance: str = "posterior"  # DDPM only
-
-    @property
-    def name(self) -> str:
-        if self.method == "ddpm":
-            return f"DDPM-{self.steps}"
-        if self.method == "dpm++2m":
-            return f"DPM-Solver++(2M)-{self.steps}"
-        return f"DDIM-{self.steps} (eta={self.eta:g})"
-
-    def run(self, model: nn.Module, schedule: NoiseSchedule, x_T: torch.Tensor, *,
-            generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None) -> torch.Tensor:
-        if self.method == "ddpm":
-            if self.steps != schedule.num_steps:
-                raise ValueError(f"DDPM runs all {schedule.num_steps} steps; use DDIM with eta=1 for fewer")
-            return ddpm_sample(model, schedule, x_T, variance=self.variance, generator=generator, callback=callback)
-        if self.method == "ddim":
-            return ddim_sample(model, schedule, x_T, steps=self.steps, eta=self.eta,
-                               spacing=self.spacing or "uniform", generator=generator, callback=callback)
-        if self.method == "dpm++2m":
-            return dpm_solver_pp_2m_sample(model, schedule, x_T, steps=self.steps,
-                                           spacing=self.spacing or "logsnr", callback=callback)
-        raise ValueError(f"unknown sampler {self.method!r}; valid: ddpm, ddim, dpm++2m")
-
-
-def generate(model: nn.Module, schedule: NoiseSchedule, spec: SamplerSpec, n: int, *, seed: int = 0,
-             batch_size: int = 100, image_shape: Optional[tuple[int, int, int]] = None,
-             progress: bool = False) -> tuple[torch.Tensor, float]:
-    """``n`` samples with ``spec`` in batches of ``batch_size``; returns ``(samples on CPU, seconds per image)``.
-
-    x_T comes from a CPU generator seeded with ``seed``, so every sampler starts
-    from the same noise. The clock covers the sampling loops only, after one
-    warm-up step at the same batch size, with the device synchronised.
-    """
-    device = schedule.betas.device
-    if image_shape is None:
-        cfg = getattr(model, "config", None)
-        image_shape = (cfg.channels, cfg.image_size, cfg.image_size)
-    gen = torch.Generator().manual_seed(seed)
-    x_T = torch.randn((n, *image_shape), generator=gen)
-    noise_gen = torch.Generator().manual_seed(seed + 1)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():  # warm-up: allocator, kernels, caches
-        _model_eps(model, x_T[: min(batch_size, n)].to(device), schedule.num_steps - 1)
-    _sync(device)
-    out, seconds = [], 0.0
-    import time
-
-    bar = tqdm(total=n, desc=spec.name, disable=not progress, leave=False)
-    for i in range(0, n, batch_size):
-        t0 = time.perf_counter()
-        x = spec.run(model, schedule, x_T[i:i + batch_size].to(device), generator=noise_gen)
-        _sync(device)
-        seconds += time.perf_counter() - t0
-        out.append(x.clamp(-1, 1).cpu())
-        bar.update(x.shape[0])
-    bar.close()
-    model.train(was_training)
-    return torch.cat(out), seconds / n
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

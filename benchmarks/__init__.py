@@ -1,0 +1,1 @@
+"""Benchmarks: measurements that print figures (not part of the library; they need extra packages)."""

@@ -1,0 +1,8 @@
+"""What the chapters share (the top layer; nothing in the library imports it).
+
+- ``setup``: the first lines of every chapter (results folder, device, figure style);
+- ``params``: a chapter's parameters checked before it runs, samplers built from them;
+- ``trained``: train or reuse a run; load a chapter's trained model with its schedule;
+- ``claims``: written answers whose claims are checked against the run's data;
+- ``plots``: the figures several chapters draw.
+"""

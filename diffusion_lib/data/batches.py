@@ -1,0 +1,57 @@
+"""Shuffled mini-batches from a dataset held as one tensor, resumable to the exact batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+__all__ = ["TensorBatches"]
+
+
+class TensorBatches:
+    """Shuffled mini-batches from a dataset held as one tensor (on the training device).
+
+    Each epoch is a fresh permutation from a seeded generator; an incomplete last
+    batch is dropped. :meth:`state_dict` captures the position exactly, so a resumed
+    run draws the same batches as an uninterrupted one.
+    """
+
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int, device: torch.device | str = "cpu") -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if batch_size > images.shape[0]:
+            raise ValueError(f"batch_size {batch_size} is larger than the dataset ({images.shape[0]} images)")
+        self.images = images.to(device)
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch = 0
+        self.pos = 0
+        self._epoch_state = self.generator.get_state()
+        self._perm = torch.randperm(len(self.images), generator=self.generator)
+
+    def __len__(self) -> int:
+        return len(self.images) // self.batch_size
+
+    def _new_epoch(self) -> None:
+        self.epoch += 1
+        self.pos = 0
+        self._epoch_state = self.generator.get_state()
+        self._perm = torch.randperm(len(self.images), generator=self.generator)
+
+    def next(self) -> torch.Tensor:
+        if self.pos + self.batch_size > len(self._perm):
+            self._new_epoch()
+        idx = self._perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return self.images[idx.to(self.images.device)]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "pos": self.pos, "epoch_state": self._epoch_state.clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["epoch_state"])
+        self._epoch_state = state["epoch_state"].clone()
+        self._perm = torch.randperm(len(self.images), generator=self.generator)
+        self.epoch = int(state["epoch"])
+        self.pos = int(state["pos"])

@@ -1,0 +1,55 @@
+"""The two datasets behind one interface: their shapes, their splits, and seeded subsets of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .cifar10 import load_cifar10
+from .images import to_model_range
+from .mnist import load_mnist
+
+__all__ = ["DatasetInfo", "DATASETS", "check_dataset", "load_split", "random_subset"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    image_size: int
+    channels: int
+    title: str  # as the report names it
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "mnist": DatasetInfo(28, 1, "MNIST"),
+    "cifar10": DatasetInfo(32, 3, "CIFAR-10"),
+}
+
+
+def check_dataset(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def load_split(dataset: str, root: str | Path = "data", train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split as ``(uint8 images (N, C, H, W), int64 labels (N,))``."""
+    check_dataset(dataset)
+    if dataset == "cifar10":
+        x, y = load_cifar10(root, train=train)
+        return x.permute(0, 3, 1, 2).contiguous(), y
+    x, y = load_mnist(root, train=train)
+    return x.unsqueeze(1), y
+
+
+def random_subset(dataset: str, n: int, seed: int, root: str | Path = "data", train: bool = False,
+                  skip: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images of a split in model range, drawn by a seeded permutation, after its first ``skip``.
+
+    The same (dataset, seed) always gives the same permutation, so ``skip=n`` gives
+    a second subset disjoint from the first (e.g. held-out images beside a reference set).
+    """
+    x, y = load_split(dataset, root, train=train)
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[skip:skip + n]
+    return to_model_range(x[idx]), y[idx]

@@ -1,0 +1,134 @@
+"""A sampler and its settings as one value (:class:`SamplerSpec`), and batched, timed generation with it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..core.devices import synchronize
+from .samplers import SPACINGS, Callback, ddim_sample, ddpm_sample, dpm_solver_pp_2m_sample
+from .schedules import NoiseSchedule
+
+__all__ = ["METHODS", "SamplerSpec", "generate"]
+
+METHODS = ("ddpm", "ddim", "dpm++2m")
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """A sampler and its settings, as one row of a comparison.
+
+    ``spacing`` empty means the method's default: ``uniform`` for DDIM,
+    ``logsnr`` for DPM-Solver++ (DDPM visits every step).
+    """
+
+    method: str = "ddim"  # "ddpm", "ddim" or "dpm++2m"
+    steps: int = 50
+    eta: float = 0.0
+    spacing: str = ""
+    variance: str = "posterior"  # DDPM only
+
+    @classmethod
+    def from_mapping(cls, d: dict[str, Any], noise_steps: int = 1000) -> "SamplerSpec":
+        """A spec from a parameter file's mapping (``method``, ``steps``, ``eta``, ``spacing``, ``variance``).
+
+        Raises ``ValueError`` listing every problem (see :meth:`problems`).
+        """
+        problems = cls.mapping_problems(d, noise_steps)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return cls(**{**d, "eta": float(d.get("eta", 0.0))})
+
+    @classmethod
+    def mapping_problems(cls, d: Any, noise_steps: int = 1000) -> list[str]:
+        """Everything wrong with a sampler mapping, for a model with ``noise_steps`` steps."""
+        if not isinstance(d, dict):
+            return ["expected a mapping with method, steps, eta (and optionally spacing)"]
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            return [f"unknown key(s) {unknown}; valid: {', '.join(valid)}"]
+        return cls._problems({f.name: d.get(f.name, f.default) for f in fields(cls)}, noise_steps)
+
+    @staticmethod
+    def _problems(v: dict[str, Any], T: int) -> list[str]:
+        problems = []
+        method, steps, eta = v["method"], v["steps"], v["eta"]
+        if method not in METHODS:
+            problems.append(f"method: unknown sampler {method!r}; valid: {', '.join(METHODS)}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+            problems.append(f"steps: sampling steps must be integers in [1, {T}] (T = {T}), got {steps!r}")
+        elif method == "ddpm" and steps != T:
+            problems.append(f"DDPM runs all T = {T} steps; use method ddim with eta 1 for fewer")
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+            problems.append(f"eta: must be in [0, 1], got {eta!r}")
+        if v["spacing"] and v["spacing"] not in SPACINGS:
+            problems.append(f"spacing: unknown step spacing {v['spacing']!r}; valid: {', '.join(SPACINGS)}")
+        if v["variance"] not in ("posterior", "beta"):
+            problems.append(f"variance: must be 'posterior' or 'beta', got {v['variance']!r}")
+        return problems
+
+    def problems(self, noise_steps: int) -> list[str]:
+        """Everything wrong with this spec for a model with ``noise_steps`` steps (empty when it can run)."""
+        return self._problems({f.name: getattr(self, f.name) for f in fields(self)}, noise_steps)
+
+    @property
+    def name(self) -> str:
+        if self.method == "ddpm":
+            return f"DDPM-{self.steps}"
+        if self.method == "dpm++2m":
+            return f"DPM-Solver++(2M)-{self.steps}"
+        return f"DDIM-{self.steps} (eta={self.eta:g})"
+
+    def run(self, model: nn.Module, schedule: NoiseSchedule, x_T: torch.Tensor, *,
+            generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None) -> torch.Tensor:
+        """Sample from ``x_T`` with this sampler; returns x_0."""
+        problems = self.problems(schedule.num_steps)
+        if problems:
+            raise ValueError(f"sampler {self.name}: " + "; ".join(problems))
+        if self.method == "ddpm":
+            return ddpm_sample(model, schedule, x_T, variance=self.variance, generator=generator, callback=callback)
+        if self.method == "ddim":
+            return ddim_sample(model, schedule, x_T, steps=self.steps, eta=self.eta,
+                               spacing=self.spacing or "uniform", generator=generator, callback=callback)
+        return dpm_solver_pp_2m_sample(model, schedule, x_T, steps=self.steps, spacing=self.spacing or "logsnr",
+                                       callback=callback)
+
+
+def generate(model: nn.Module, schedule: NoiseSchedule, spec: SamplerSpec, n: int, *, seed: int = 0,
+             batch_size: int = 100, progress: bool = False) -> tuple[torch.Tensor, float]:
+    """``n`` samples with ``spec`` in batches of ``batch_size``; returns ``(samples on CPU, seconds per image)``.
+
+    x_T comes from a CPU generator seeded with ``seed``, so every sampler starts
+    from the same noise. The clock covers the sampling loops only, after one
+    warm-up network evaluation at the same batch size, with the device synchronised.
+    """
+    device = schedule.betas.device
+    cfg = model.config
+    x_T = torch.randn((n, cfg.channels, cfg.image_size, cfg.image_size), generator=torch.Generator().manual_seed(seed))
+    noise_gen = torch.Generator().manual_seed(seed + 1)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():  # warm-up: allocator, kernels, caches
+        warm = x_T[: min(batch_size, n)].to(device)
+        model(warm, torch.full((len(warm),), schedule.num_steps - 1, device=device, dtype=torch.long))
+    synchronize(device)
+    out, seconds = [], 0.0
+    bar = tqdm(total=n, desc=spec.name, disable=not progress, leave=False)
+    try:
+        for i in range(0, n, batch_size):
+            t0 = time.perf_counter()
+            x = spec.run(model, schedule, x_T[i:i + batch_size].to(device), generator=noise_gen)
+            synchronize(device)
+            seconds += time.perf_counter() - t0
+            out.append(x.clamp(-1, 1).cpu())
+            bar.update(x.shape[0])
+    finally:
+        bar.close()
+        model.train(was_training)
+    return torch.cat(out), seconds / n

@@ -1,0 +1,9 @@
+"""The networks (PyTorch only): ``model(x_t, t) -> eps``; none of them knows the noise schedule.
+
+- ``blocks``: time features, the two residual blocks, attention, resampling;
+- ``unet``: the body both U-Nets share, and the geometry rule (how often a size halves);
+- ``concat_unet``: ``DiffusionModel``, MNIST, one time embedding concatenated (the assignment's rule);
+- ``additive_unet``: ``ColorUNet``, CIFAR-10, a time MLP added in every block (Ho et al.);
+- ``registry``: which class a stored config builds; model files; fingerprints;
+- ``summary``: a network described block by block.
+"""

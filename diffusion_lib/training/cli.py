@@ -1,0 +1,61 @@
+"""The standalone training program.
+
+    python -m diffusion_lib.train --config params/cpu/03_train.yaml [--resume | --fresh]
+
+See :mod:`diffusion_lib.training.run` for what a run writes and what survives an
+interruption. Every failure the user can cause or fix (a bad file, missing data,
+a damaged checkpoint, a full disk, an interruption) ends in one message and a
+non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional
+
+from ..core.errors import DiffusionError, TrainingInterrupted
+from .config import load_train_config
+from .distributed import Distributed
+from .run import train
+
+__all__ = ["main"]
+
+
+def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m diffusion_lib.train", description="Train a diffusion model.")
+    p.add_argument("--config", required=True, help="YAML file (a training config, or a chapter file with a train: section)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.pt (or prev.pt)")
+    g.add_argument("--fresh", action="store_true", help="start over; old checkpoints are moved aside")
+    p.add_argument("--steps", type=int, help="override the number of steps")
+    p.add_argument("--out-dir", help="override out_dir")
+    p.add_argument("--device", help="override the device (auto, cpu, cuda)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parse(argv)
+    overrides = {k: v for k, v in {"steps": args.steps, "out_dir": args.out_dir, "device": args.device}.items()
+                 if v is not None}
+    try:
+        cfg = load_train_config(args.config, overrides)
+        train(cfg, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
+    except TrainingInterrupted as exc:
+        print(f"\n{exc}".replace("<the same file>", args.config), file=sys.stderr)
+        return exc.exit_code
+    except DiffusionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:  # e.g. a CUDA device asked for on a machine without one
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
+        print("\ninterrupted twice: stopped at once, without writing a new checkpoint; the checkpoints on disk "
+              "are complete. Resume with:\n"
+              f"  python -m diffusion_lib.train --config {args.config} --resume", file=sys.stderr)
+        return 130
+    finally:
+        Distributed.shutdown()
+    return 0

@@ -1,0 +1,460 @@
+"""A training run, as a configuration describes it, in named phases.
+
+Trains a :class:`~diffusion_lib.training.process.DiffusionProcess` and writes to ``out_dir``:
+
+- ``metrics.csv``: one row per step (step, loss, grad_norm, lr, images_per_s, elapsed_s);
+- ``samples/step_NNNNNN.png``: EMA samples from the same x_T every ``sample_every`` steps;
+- ``checkpoints/last.pt`` (+ ``prev.pt``): model, EMA, optimizer, step, RNG states, data position, config;
+- ``model_ema.pt``: the final EMA weights, what later chapters load;
+- ``summary.json``: steps, time, throughput, device, and the model's fingerprint.
+
+The phases (:class:`TrainingRun`): **prepare** decides what to do with what is
+already in ``out_dir`` (continue it, move it aside, or refuse); **build** makes
+the device, data, model and optimiser; **restore** loads the newest usable
+checkpoint; **loop** trains, sampling and checkpointing as configured; **finish**
+writes the last checkpoint, grid, model and summary.
+
+What survives an interruption: SIGINT or SIGTERM finishes the current step (or
+stops the sample grid being drawn), writes ``metrics.csv`` and then a checkpoint,
+and exits with status 130. ``kill -9`` at any instant leaves at least one
+complete checkpoint, and every row of ``metrics.csv`` up to it. ``--resume``
+then continues from the newest usable checkpoint; on the CPU with
+``deterministic: true`` the resumed run's weights, optimizer state,
+``metrics.csv`` (all but the timing columns), ``summary.json`` (all but the
+timing fields) and sample grids are bitwise those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from tqdm import tqdm
+
+from ..core.config import from_dict
+from ..core.devices import device_name, resolve_device, seed_everything
+from ..core.errors import CheckpointError, ConfigError, TrainingInterrupted
+from ..core.faults import fault_point
+from ..core.files import remove_stale_temp_files
+from ..core.paths import resolve
+from ..data.batches import TensorBatches
+from ..data.datasets import load_split
+from ..data.images import save_grid, to_model_range
+from ..nets.registry import build_model, fingerprint, load_model, same_function, save_model
+from .checkpoint import restore_newest, save_checkpoint
+from .config import TrainConfig
+from .distributed import Distributed
+from .log import metrics_row, read_metrics, read_summary, write_metrics, write_summary
+from .process import DiffusionProcess
+from .trainer import use_bf16_autocast
+
+__all__ = ["train", "TrainingRun", "TrainResult", "finished_run", "reuse_problem", "training_images"]
+
+# keys that may change between a run and its resumption
+_RESUMABLE_CHANGES = {"steps", "sample_every", "sample_n", "checkpoint_every", "device", "threads", "out_dir",
+                      "data_root", "compile", "channels_last"}
+_RESULT_FILES = ("metrics.csv", "model_ema.pt", "summary.json", "samples")
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    train_seconds: float
+    wall_seconds: float
+    images_per_s: float
+    device: str
+    model_path: Path
+    metrics_path: Path
+    resumed_from: Optional[int]
+
+    @classmethod
+    def from_summary(cls, out: Path, summary: dict[str, Any], resumed_from: Optional[int]) -> "TrainResult":
+        return cls(out, int(summary["steps"]), float(summary["train_seconds"]), float(summary["wall_seconds"]),
+                   float(summary["images_per_s"]), str(summary["device"]), out / "model_ema.pt",
+                   out / "metrics.csv", resumed_from)
+
+
+def training_images(cfg: TrainConfig) -> torch.Tensor:
+    """The training set as one uint8 tensor (N, C, H, W), cut to ``train_subset`` when set."""
+    images = load_split(cfg.dataset, cfg.data_root, train=True)[0]
+    return images[: cfg.train_subset] if cfg.train_subset else images
+
+
+def _config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """The keys (other than resumable ones) in which a stored configuration differs from ``cfg``."""
+    try:  # fill in defaults for keys added since the configuration was written
+        saved = from_dict(TrainConfig, saved, source="stored configuration").to_dict()
+    except ConfigError:
+        pass
+    now = cfg.to_dict()
+    return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
+            if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
+
+
+def reuse_problem(cfg: TrainConfig) -> Optional[str]:
+    """Why the finished run in ``cfg.out_dir`` cannot stand for ``cfg`` now, or None when it can.
+
+    A run is reused only when it is complete, was trained with the same
+    configuration (resumable keys aside) for at least ``cfg.steps`` steps, and the
+    current model code computes, with its saved weights, the function it computed
+    when it was trained (its recorded fingerprint).
+    """
+    out = resolve(cfg.out_dir)
+    if not (out / "summary.json").is_file() or not (out / "model_ema.pt").is_file():
+        return f"{out} holds no finished run"
+    summary = read_summary(out / "summary.json")
+    changes = _config_changes(summary.get("config", {}), cfg)
+    if changes:
+        return f"the run in {out} was trained with another configuration ({', '.join(changes)})"
+    if summary.get("steps", 0) < cfg.steps:
+        return f"the run in {out} has {summary.get('steps', 0)} of {cfg.steps} steps"
+    saved_fp = summary.get("fingerprint")
+    if not saved_fp:
+        return f"the run in {out} records no model fingerprint, so it cannot show the model code is unchanged"
+    model, _ = load_model(out / "model_ema.pt")
+    if not same_function(fingerprint(model), saved_fp):
+        return (f"the model code has changed since the run in {out} was trained: with its saved weights the "
+                "network no longer computes what it computed then")
+    return None
+
+
+def finished_run(cfg: TrainConfig) -> Optional[dict[str, Any]]:
+    """The summary of a finished run that can stand for ``cfg`` (see :func:`reuse_problem`), else None."""
+    if reuse_problem(cfg) is not None:
+        return None
+    return read_summary(resolve(cfg.out_dir) / "summary.json")
+
+
+def archive_old_run(out: Path) -> Optional[Path]:
+    """Move a previous run (checkpoints and results) aside, never deleting it, before a fresh start."""
+    items = [p for p in (out / "checkpoints", *(out / name for name in _RESULT_FILES)) if p.exists()]
+    if not items:
+        return None
+    dest = out / f"old-{time.strftime('%Y%m%d-%H%M%S')}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in items:
+        shutil.move(str(p), str(dest / p.name))
+    return dest
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between steps (main thread only); a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[int] = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class _GridInterrupted(Exception):
+    """A stop signal arrived while a sample grid was being drawn."""
+
+
+class TrainingRun:
+    """One run of the training program; :func:`train` calls its phases in order."""
+
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True,
+                 log: Callable[[str], None] = print) -> None:
+        if resume and fresh:
+            raise ConfigError("--resume and --fresh exclude each other")
+        self.cfg, self.resume, self.fresh, self.progress, self.log = cfg, resume, fresh, progress, log
+        self.out = resolve(cfg.out_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.metrics_path = self.out / "metrics.csv"
+        self.rows: list[dict[str, float]] = []
+        self.elapsed0 = self.train_s = 0.0
+        self.resumed_from: Optional[int] = None
+        self.stop: Optional[_StopFlag] = None
+
+    # ------------------------------------------------------------------ phase 1: prepare
+    def prepare(self) -> Optional[TrainResult]:
+        """Decide what to do with ``out_dir``; returns the result when the run is already complete."""
+        cfg, out = self.cfg, self.out
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"out_dir {out} is a file, not a folder")
+        has_ckpt = any((self.ckpt_dir / n).exists() for n in ("last.pt", "prev.pt"))
+        finished = any((out / name).exists() for name in ("model_ema.pt", "summary.json"))
+        leftovers = any((out / name).exists() for name in _RESULT_FILES)  # e.g. rows of a run killed early
+        if self.resume and finished_run(cfg) is not None:
+            summary = read_summary(out / "summary.json")
+            self.log(f"the run in {out} is already complete ({summary['steps']} steps); nothing to do")
+            return TrainResult.from_summary(out, summary, resumed_from=int(summary["steps"]))
+        if self.resume and not has_ckpt and finished:
+            raise ConfigError(f"{out} already holds the results of an earlier run that cannot be reused "
+                              f"({reuse_problem(cfg)}) and no checkpoint to continue from; pass --fresh to start "
+                              "over (the old run is moved aside into an old-<time> folder, not deleted)")
+        if not (self.resume or self.fresh) and (has_ckpt or leftovers):
+            what = "a training run" if has_ckpt else "the results of an earlier run"
+            raise ConfigError(f"{out} already holds {what}; pass --resume to continue it, or --fresh to start over "
+                              "(the old run is moved aside into an old-<time> folder, not deleted)")
+        existing = next(p for p in (out, *out.parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot create or write out_dir {out}: {existing} is not a writable folder")
+        return None
+
+    # ------------------------------------------------------------------ phase 2: build
+    def build(self) -> None:
+        """Device, data, model, optimiser: everything that can fail on bad input fails here, before any write."""
+        cfg = self.cfg
+        self.dd = dd = Distributed.from_env()
+        if dd.enabled and cfg.batch_size % dd.world_size:
+            raise ConfigError(f"batch_size {cfg.batch_size} (the global batch) must be divisible by the "
+                              f"{dd.world_size} ranks")
+        if not dd.is_main:  # rank 0 alone talks and writes
+            self.log, self.progress = (lambda *_: None), False
+        self.device = device = dd.device(resolve_device(cfg.device))
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        images = training_images(cfg)
+        seed_everything(cfg.seed)
+        model = build_model(cfg.model_config())
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+
+        def wrap(m: torch.nn.Module) -> torch.nn.Module:
+            m = dd.wrap(m, device)
+            return torch.compile(m) if cfg.compile else m
+
+        self.process = DiffusionProcess(
+            cfg.image_size, cfg.channels, cfg.noise_steps, cfg.schedule, model,
+            lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip,
+            ema_decay=cfg.ema_decay or None, autocast=use_bf16_autocast(device, cfg.amp, cfg.amp_cpu, self.log),
+            wrap=wrap, agree=dd.all_true, device=device,
+        )
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.batches = TensorBatches(images, cfg.batch_size, seed=cfg.seed, device=device)
+
+    # ------------------------------------------------------------------ phase 3: restore
+    def restore(self) -> None:
+        """Continue from the newest usable checkpoint (``--resume``), or move an old run aside (``--fresh``)."""
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create out_dir {self.out}: {exc.strerror or exc}") from exc
+        for folder in (self.out, self.ckpt_dir, self.out / "samples"):
+            for p in remove_stale_temp_files(folder):
+                self.log(f"removed {p.name}, left by an interrupted write")
+        if self.resume:
+            state = restore_newest(self.ckpt_dir, self._apply, self.log)
+            if state is not None:
+                self.elapsed0, self.train_s = float(state["elapsed_s"]), float(state["train_s"])
+                self.resumed_from = self.process.trainer.step
+                if self.metrics_path.exists():  # drop rows logged after the checkpoint: no step is logged twice
+                    self.rows = [r for r in read_metrics(self.metrics_path) if r["step"] <= self.resumed_from]
+                self.log(f"resumed from step {self.resumed_from} in {self.ckpt_dir}")
+        elif self.fresh and self.dd.is_main:
+            moved = archive_old_run(self.out)
+            if moved:
+                self.log(f"the previous run was moved to {moved}")
+
+    def _apply(self, state: dict[str, Any]) -> None:
+        """Load one checkpoint's state into the built objects; :class:`CheckpointError` when it does not fit."""
+        changes = _config_changes(state["config"], self.cfg)
+        if changes:
+            raise ConfigError(f"cannot resume the run in {self.ckpt_dir}: its configuration differs "
+                              f"({', '.join(changes)}). Use the original parameters, another out_dir, or --fresh "
+                              "to start over.")
+        self.process.load_state_dict(state["process"])
+        try:
+            self.batches.load_state_dict(state["data"])
+            torch.set_rng_state(state["rng"]["torch"])
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"its data position or random state is damaged ({exc})") from exc
+        if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
+            with contextlib.suppress(RuntimeError):
+                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+    # ------------------------------------------------------------------ phase 4: loop
+    def loop(self) -> None:
+        """Train to ``cfg.steps``, drawing grids and writing checkpoints as configured."""
+        cfg, dd, process = self.cfg, self.dd, self.process
+        self._t_start = time.perf_counter()
+        step = process.trainer.step
+        if self._grid_due(step) and not self._grid_path(step).exists():  # a grid the interruption cut short
+            self._grid_or_stop(step)
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=not self.progress,
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+        smooth = None
+        try:
+            while process.trainer.step < cfg.steps:
+                t0 = time.perf_counter()
+                x, t, noise = self._draw_batch()
+                loss = dd.mean(process.train_step(dd.shard(x), dd.shard(t), dd.shard(noise)), self.device)
+                dt = time.perf_counter() - t0
+                self.train_s += dt
+                step = process.trainer.step
+                self.rows.append(metrics_row(step=step, loss=loss, grad_norm=process.trainer.last_grad_norm,
+                                             lr=process.trainer.lr, images_per_s=x.shape[0] / dt,
+                                             elapsed_s=self._clock()))
+                fault_point("training step done")
+                smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
+                bar.update(1)
+                bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
+                if self._grid_due(step):
+                    self._grid_or_stop(step)
+                if dd.any(self.stop.signal is not None):
+                    self._checkpoint()
+                    raise self._interrupted(f"after step {step}")
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
+                    self._checkpoint()
+        finally:
+            bar.close()
+
+    def _draw_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The global batch and its randomness, drawn identically on every rank."""
+        cfg = self.cfg
+        x = to_model_range(self.batches.next())
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if cfg.hflip:  # a random half of the batch mirrored left-right
+            flip = torch.rand(x.shape[0], device=x.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        t = torch.randint(0, cfg.noise_steps, (x.shape[0],), device=self.device)
+        return x, t, torch.randn_like(x)
+
+    # ------------------------------------------------------------------ phase 5: finish
+    def finish(self) -> TrainResult:
+        """The last checkpoint, the last grid, the EMA model and the summary."""
+        cfg, dd, process = self.cfg, self.dd, self.process
+        self._checkpoint()
+        try:
+            self._grid(process.trainer.step)
+        except _GridInterrupted:
+            raise self._interrupted(f"while drawing the final samples (step {process.trainer.step})") from None
+        wall = self._clock()
+        seen = process.trainer.step * cfg.batch_size
+        ips = seen / self.train_s if self.train_s > 0 else float("nan")
+        in_sync = dd.in_sync(process.model)
+        model_path = self.out / "model_ema.pt"
+        result = TrainResult(self.out, process.trainer.step, self.train_s, wall, ips, self.device.type, model_path,
+                             self.metrics_path, self.resumed_from)
+        if not dd.is_main:
+            dd.barrier()
+            return result
+        save_model(model_path, process.eval_model, schedule=cfg.schedule, noise_steps=cfg.noise_steps,
+                   dataset=cfg.dataset, steps=process.trainer.step, config=cfg.to_dict())
+        tail = [r["loss"] for r in self.rows[-100:]]
+        write_summary(self.out / "summary.json", {
+            "steps": process.trainer.step,
+            "images_seen": seen,
+            "train_seconds": round(self.train_s, 2),
+            "wall_seconds": round(wall, 2),
+            "images_per_s": round(ips, 2),
+            "device": self.device.type,
+            "device_name": device_name(self.device),
+            "torch": torch.__version__,
+            "precision": "bf16 autocast, float32 weights" if process.trainer.autocast else "float32",
+            "parameters": process.model.num_parameters,
+            "ranks": dd.world_size,
+            "ranks_in_sync": in_sync,
+            "final_loss_mean_100": sum(tail) / max(1, len(tail)),
+            "fingerprint": fingerprint(load_model(model_path)[0]),
+            "config": cfg.to_dict(),
+        })
+        dd.barrier()
+        self.log(f"trained {process.trainer.step} steps: {self.train_s / 60:.1f} min of training steps, "
+                 f"{wall / 60:.1f} min wall with sampling and checkpoints ({ips:.0f} images/s on "
+                 f"{device_name(self.device)}); EMA weights: {model_path}")
+        return result
+
+    # ------------------------------------------------------------------ helpers
+    def _clock(self) -> float:
+        """Wall seconds of the run so far, across interruptions."""
+        return self.elapsed0 + time.perf_counter() - self._t_start
+
+    def _checkpoint(self) -> None:
+        """``metrics.csv`` first, then the checkpoint: the rows up to any checkpoint on disk are always on disk."""
+        if not self.dd.is_main:
+            return
+        write_metrics(self.metrics_path, self.rows)
+        save_checkpoint(self.ckpt_dir / "last.pt", {
+            "step": self.process.trainer.step,
+            "config": self.cfg.to_dict(),
+            "process": self.process.state_dict(),
+            "data": self.batches.state_dict(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
+            "elapsed_s": self._clock(),
+            "train_s": self.train_s,
+        })
+
+    def _grid_due(self, step: int) -> bool:
+        return bool(self.cfg.sample_every) and step > 0 and step % self.cfg.sample_every == 0 and step < self.cfg.steps
+
+    def _grid_path(self, step: int) -> Path:
+        return self.out / "samples" / f"step_{step:06d}.png"
+
+    def _grid(self, step: int) -> None:
+        """EMA samples from the same x_T (and per-step noise) at every sample point; a stop signal cuts it short."""
+        if not self.dd.is_main:
+            return
+
+        def check(_info: Any) -> None:  # only without DDP: the other ranks would wait for rank 0 forever
+            if self.stop is not None and self.stop.signal is not None and not self.dd.enabled:
+                raise _GridInterrupted
+
+        gen = torch.Generator().manual_seed(self.cfg.seed + 1)
+        x = self.process.sample(self.cfg.sample_n, generator=gen, callback=check)
+        save_grid(self._grid_path(step), x, nrow=min(8, self.cfg.sample_n))
+
+    def _grid_or_stop(self, step: int) -> None:
+        try:
+            self._grid(step)
+        except _GridInterrupted:
+            self._checkpoint()
+            raise self._interrupted(f"while drawing the samples of step {step}") from None
+
+    def _interrupted(self, when: str) -> TrainingInterrupted:
+        return TrainingInterrupted(
+            f"training interrupted by signal {self.stop.signal} {when}; checkpoint written to "
+            f"{self.ckpt_dir / 'last.pt'}. Resume with:\n"
+            "  python -m diffusion_lib.train --config <the same file> --resume"
+        )
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print) -> TrainResult:
+    """Train as configured; see the module docstring for what is written where.
+
+    ``resume`` continues from ``out_dir/checkpoints`` (a finished run is left as it
+    is); ``fresh`` moves an earlier run in ``out_dir`` aside and starts over.
+    Without either, an ``out_dir`` that already holds a run is an error, so no
+    result is ever overwritten by accident.
+    """
+    run = TrainingRun(cfg, resume=resume, fresh=fresh, progress=progress, log=log)
+    done = run.prepare()
+    if done is not None:
+        return done
+    run.build()
+    run.restore()
+    with _StopFlag() as run.stop:
+        run.loop()
+        return run.finish()

@@ -1,0 +1,140 @@
+"""The library's shape: layers that import only downwards, no import circles, no hidden imports; staleness by dependency."""
+
+import ast
+import shutil
+from pathlib import Path
+
+import pytest
+
+from staleness import _hash, code_hash, library_dependencies, upstream_chapters
+
+ROOT = Path(__file__).resolve().parent.parent
+LIB = ROOT / "diffusion_lib"
+
+# each layer and the layers it may import (besides itself)
+ALLOWED = {
+    "core": set(),
+    "data": {"core"},
+    "nets": {"core"},
+    "diffusion": {"core", "nets"},
+    "training": {"core", "data", "nets", "diffusion"},
+    "evaluation": {"core", "data", "nets", "diffusion"},
+    "chapter": {"core", "data", "nets", "diffusion", "training", "evaluation"},
+}
+# imports that may sit inside a function: optional dependencies only
+OPTIONAL = {"diffusers", "onnx", "onnxruntime", "resource"}
+
+
+def _modules() -> dict[str, Path]:
+    return {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in LIB.rglob("*.py")}
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, ast.AST]]:
+    """(absolute module name, node) for every project import in the file."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            parts = package.split(".")
+            base = ".".join(parts[: len(parts) - node.level + 1])
+            found.append((f"{base}.{node.module}" if node.module else base, node))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("diffusion_lib"):
+            found.append((node.module, node))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, node) for a in node.names if a.name.startswith("diffusion_lib")]
+    return found
+
+
+def test_every_module_belongs_to_a_layer():
+    loose = [n for n in _modules() if n.count(".") == 1 and n.split(".")[1] not in ALLOWED
+             and n not in ("diffusion_lib.train",)]
+    assert not loose, f"modules outside the layers: {loose}"
+
+
+def test_layers_import_only_downwards():
+    bad = []
+    for name, path in _modules().items():
+        parts = name.split(".")
+        if len(parts) < 2 or parts[1] not in ALLOWED:
+            continue  # the package's front door (__init__, the train entry point) may import anything
+        layer = parts[1]
+        for target, _ in _imports(name, path):
+            t = target.split(".")
+            if len(t) >= 2 and t[1] in ALLOWED and t[1] != layer and t[1] not in ALLOWED[layer]:
+                bad.append(f"{name} imports {target} ({layer} -> {t[1]})")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_circles():
+    mods = _modules()
+    graph = {n: {t for t, _ in _imports(n, p) if t in mods and t != n} for n, p in mods.items()}
+    # importing a package runs its __init__, but the package's own __init__ importing its submodules is not a circle
+    state: dict[str, int] = {}
+
+    def visit(n: str, stack: list[str]) -> None:
+        state[n] = 1
+        for m in graph[n]:
+            if state.get(m) == 1:
+                raise AssertionError("import circle: " + " -> ".join(stack[stack.index(m):] + [m]))
+            if m not in state:
+                visit(m, stack + [m])
+        state[n] = 2
+
+    for n in graph:
+        if n not in state:
+            visit(n, [n])
+
+
+def test_no_hidden_imports():
+    hidden = []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        top = set(map(id, tree.body))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+                mod = (node.module or "") if isinstance(node, ast.ImportFrom) else node.names[0].name
+                if mod.split(".")[0] not in OPTIONAL:
+                    hidden.append(f"{name}: line {node.lineno} imports {mod or '.'} inside a function or block")
+    assert not hidden, "\n".join(hidden)
+
+
+def _copy_project(tmp_path: Path) -> Path:
+    dst = tmp_path / "proj"
+    for sub in ("chapters", "params", "diffusion_lib"):
+        shutil.copytree(ROOT / sub, dst / sub, ignore=shutil.ignore_patterns("__pycache__", "*.ipynb"))
+    return dst
+
+
+def test_chapter_05_depends_on_what_it_imports_only():
+    deps = {p.relative_to(ROOT).as_posix() for p in library_dependencies(ROOT / "chapters/05_interpolation.py")}
+    assert "diffusion_lib/diffusion/samplers.py" in deps and "diffusion_lib/diffusion/interpolation.py" in deps
+    assert "diffusion_lib/__init__.py" in deps  # importing any submodule runs the package's __init__
+    assert "diffusion_lib/evaluation/gan.py" not in deps and "diffusion_lib/training/run.py" not in deps
+    assert upstream_chapters(ROOT / "chapters/05_interpolation.py") == ["03_train"]
+
+
+def test_changing_a_module_a_chapter_does_not_import_leaves_it_fresh(tmp_path):
+    proj = _copy_project(tmp_path)
+    _hash.cache_clear()
+    ch05, p05 = proj / "chapters/05_interpolation.py", proj / "params/cpu/05_interpolation.yaml"
+    ch06, p06 = proj / "chapters/06_gan.py", proj / "params/cpu/06_gan.yaml"
+    before05, before06 = code_hash(ch05, p05, proj), code_hash(ch06, p06, proj)
+    gan = proj / "diffusion_lib/evaluation/gan.py"
+    gan.write_text(gan.read_text() + "\n# a change chapter 05 cannot see\n")
+    _hash.cache_clear()
+    assert code_hash(ch05, p05, proj) == before05
+    assert code_hash(ch06, p06, proj) != before06  # chapter 06 imports the GAN
+
+
+@pytest.mark.parametrize("changed", ["diffusion_lib/diffusion/samplers.py", "chapters/03_train.py",
+                                     "params/cpu/03_train.yaml", "params/cpu/05_interpolation.yaml"])
+def test_a_change_chapter_05_depends_on_makes_it_stale(tmp_path, changed):
+    proj = _copy_project(tmp_path)
+    ch05, p05 = proj / "chapters/05_interpolation.py", proj / "params/cpu/05_interpolation.yaml"
+    _hash.cache_clear()
+    before = code_hash(ch05, p05, proj)
+    f = proj / changed
+    f.write_text(f.read_text() + "\n# changed\n")
+    _hash.cache_clear()
+    assert code_hash(ch05, p05, proj) != before

@@ -1,0 +1,135 @@
+"""When is an executed chapter stale? When something it actually depends on has changed.
+
+    python tools/staleness.py --profile cpu        (lists each chapter: fresh or stale, and why)
+
+A chapter's recorded ``code`` hash (``results/<profile>/timings.json``) covers:
+
+- its own source (``chapters/NN_name.py``) and its parameter file;
+- the source of every ``diffusion_lib`` module it imports, followed transitively
+  through the library's own imports (a package's ``__init__.py`` counts, since
+  importing a module runs it);
+- the hash of every chapter whose artifacts it reads (another chapter's folder,
+  such as ``03_train``, named in its source), so retraining chapter 03 makes the
+  chapters that load its model stale too.
+
+So a change to a library module that a chapter does not import leaves that
+chapter fresh, and a one-line fix re-executes only the chapters it can affect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import re
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "diffusion_lib"
+
+__all__ = ["library_dependencies", "upstream_chapters", "code_hash", "stale_chapters"]
+
+
+def _module_file(root: Path, dotted: str) -> Path | None:
+    """The file that defines module ``dotted`` under ``root`` (``pkg/mod.py`` or ``pkg/mod/__init__.py``)."""
+    base = root.joinpath(*dotted.split("."))
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def _imported_modules(path: Path, dotted: str) -> set[str]:
+    """The project modules a file imports (absolute names), including packages whose ``__init__`` runs."""
+    package = dotted if path.name == "__init__.py" else dotted.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            names = [mod] + [f"{mod}.{a.name}" for a in node.names]  # `from pkg import submodule`
+        for name in names:
+            if name == PACKAGE or name.startswith(PACKAGE + "."):
+                parts = name.split(".")
+                found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return found
+
+
+def library_dependencies(source: Path, root: Path = ROOT) -> list[Path]:
+    """Every ``diffusion_lib`` file that importing what ``source`` imports executes, sorted."""
+    seen: dict[str, Path] = {}
+    todo = [m for m in _imported_modules(source, "__chapter__")]
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        f = _module_file(root, mod)
+        if f is None:  # a name imported from a module, not a module
+            continue
+        seen[mod] = f
+        todo.extend(_imported_modules(f, mod) - set(seen))
+    return sorted(set(seen.values()))
+
+
+def upstream_chapters(chapter_py: Path) -> list[str]:
+    """The other chapters whose artifact folders this chapter's source names (e.g. ``03_train``)."""
+    stems = {p.stem for p in chapter_py.parent.glob("[0-9][0-9]_*.py")} - {chapter_py.stem}
+    return sorted(stems & set(re.findall(r"\b\d\d_[a-z0-9]+\b", chapter_py.read_text())))
+
+
+@lru_cache(maxsize=None)
+def _hash(chapter_py: Path, params_file: Path, root: Path) -> str:
+    h = hashlib.sha256()
+    for f in [chapter_py, params_file, *library_dependencies(chapter_py, root)]:
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
+    for up in upstream_chapters(chapter_py):
+        h.update(up.encode())
+        h.update(_hash(chapter_py.with_name(f"{up}.py"), params_file.with_name(f"{up}.yaml"), root).encode())
+    return h.hexdigest()[:16]
+
+
+def code_hash(chapter: Path, params_file: Path, root: Path = ROOT) -> str:
+    """The hash of everything an executed chapter depends on (see the module docstring)."""
+    return _hash(Path(chapter).with_suffix(".py").resolve(), Path(params_file).resolve(), Path(root).resolve())
+
+
+def stale_chapters(profile: str, root: Path = ROOT) -> dict[str, str]:
+    """Chapter -> why it is stale, for every chapter of ``profile`` whose recorded hash is not the current one."""
+    _hash.cache_clear()
+    timings_path = root / "results" / profile / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    stale = {}
+    for py in sorted((root / "chapters").glob("[0-9][0-9]_*.py")):
+        recorded = timings.get(py.stem, {}).get("code")
+        now = code_hash(py, root / "params" / profile / f"{py.stem}.yaml", root)
+        if recorded is None:
+            stale[py.stem] = "never executed"
+        elif recorded != now:
+            stale[py.stem] = "its source, parameters, imported library modules or upstream chapters changed"
+    return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu")
+    args = ap.parse_args(argv)
+    stale = stale_chapters(args.profile)
+    for py in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py")):
+        print(f"{py.stem:18s} {'stale: ' + stale[py.stem] if py.stem in stale else 'fresh'}")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
