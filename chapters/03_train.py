@@ -78,7 +78,8 @@ from diffusion_lib import DiffusionProcess
 from diffusion_lib.chapter.claims import claim, fmt
 from diffusion_lib.chapter.plots import plot_loss, show_grid, show_strips, show_training_grids
 from diffusion_lib.chapter.setup import start
-from diffusion_lib.chapter.trained import load_trained, train_or_reuse
+from diffusion_lib.chapter.models import load_trained
+from diffusion_lib.chapter.runs import train_or_reuse
 from diffusion_lib.core.config import from_dict
 from diffusion_lib.data.images import save_grid
 from diffusion_lib.diffusion.samplers import TrajectoryRecorder

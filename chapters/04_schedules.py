@@ -69,7 +69,8 @@ from diffusion_lib.chapter.claims import claim, fmt
 from diffusion_lib.chapter.params import sampler
 from diffusion_lib.chapter.plots import show_grid
 from diffusion_lib.chapter.setup import start
-from diffusion_lib.chapter.trained import load_trained, train_or_reuse
+from diffusion_lib.chapter.models import load_trained
+from diffusion_lib.chapter.runs import train_or_reuse
 from diffusion_lib.core.config import from_dict
 from diffusion_lib.core.files import atomic_write_text
 from diffusion_lib.data.datasets import random_subset

@@ -55,7 +55,7 @@ from IPython.display import Markdown, display
 from diffusion_lib.chapter.claims import claim
 from diffusion_lib.chapter.plots import show_strips
 from diffusion_lib.chapter.setup import start
-from diffusion_lib.chapter.trained import load_trained
+from diffusion_lib.chapter.models import load_trained
 from diffusion_lib.diffusion.interpolation import lerp, slerp
 from diffusion_lib.diffusion.samplers import ddim_sample
 from diffusion_lib.evaluation.classifiers import get_classifier

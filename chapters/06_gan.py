@@ -49,7 +49,7 @@ from diffusion_lib.chapter.claims import claim, fmt
 from diffusion_lib.chapter.params import sampler
 from diffusion_lib.chapter.plots import plot_loss, show_grid, show_strips
 from diffusion_lib.chapter.setup import start
-from diffusion_lib.chapter.trained import load_trained
+from diffusion_lib.chapter.models import load_trained
 from diffusion_lib.core.config import from_dict
 from diffusion_lib.core.devices import median_seconds
 from diffusion_lib.core.files import atomic_write_text

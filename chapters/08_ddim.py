@@ -68,7 +68,7 @@ from IPython.display import Markdown, display
 from diffusion_lib.chapter.claims import claim, fmt
 from diffusion_lib.chapter.plots import show_strips
 from diffusion_lib.chapter.setup import start
-from diffusion_lib.chapter.trained import load_trained
+from diffusion_lib.chapter.models import load_trained
 from diffusion_lib.core.files import atomic_write_text
 from diffusion_lib.data.datasets import random_subset
 from diffusion_lib.diffusion.generate import SamplerSpec, generate

@@ -2,7 +2,8 @@
 
 - ``setup``: the first lines of every chapter (results folder, device, figure style);
 - ``params``: a chapter's parameters checked before it runs, samplers built from them;
-- ``trained``: train or reuse a run; load a chapter's trained model with its schedule;
+- ``runs``: train a run, or reuse it when it can stand for the configuration;
+- ``models``: load a chapter's trained model with its schedule;
 - ``claims``: written answers whose claims are checked against the run's data;
 - ``plots``: the figures several chapters draw.
 """

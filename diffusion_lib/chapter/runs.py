@@ -1,21 +1,15 @@
-"""Trained models as chapters use them: train or reuse a run, and load a chapter's model with its schedule."""
+"""Training runs as chapters use them: reuse a finished run when it can stand for the configuration, else train."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from ..core.paths import resolve
-from ..diffusion.schedules import NoiseSchedule
-from ..nets.registry import load_model
-from ..nets.unet import UNet
 from ..training.config import TrainConfig
 from ..training.log import read_summary
 from ..training.run import reuse_problem, train
 
-__all__ = ["train_or_reuse", "load_trained"]
+__all__ = ["train_or_reuse"]
 
 
 def train_or_reuse(cfg: TrainConfig, retrain: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -32,10 +26,3 @@ def train_or_reuse(cfg: TrainConfig, retrain: bool = False, log: Callable[[str],
     else:
         train(cfg, resume=True)
     return read_summary(out / "summary.json")
-
-
-def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule, dict[str, Any]]:
-    """The EMA model a training run saved in ``run_dir``, its noise schedule (on ``device``) and its metadata."""
-    model, meta = load_model(resolve(run_dir) / "model_ema.pt", device=device)
-    schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
-    return model, schedule, meta
