@@ -20,24 +20,18 @@
 #
 # A diffusion model learns to undo noise. Its network sees a noisy image $x_t$
 # and the step $t$, and predicts the noise $\epsilon$ that was mixed in:
-# $\epsilon_\theta(x_t, t) \approx \epsilon$. Input and output have the same
-# shape, so the natural architecture is a U-Net: an encoder that halves the
-# resolution while widening the channels, a bottleneck, and a decoder that
-# climbs back up, with skip connections that hand fine detail from each encoder
-# level to the decoder level of the same size.
+# $\epsilon_\theta(x_t, t) \approx \epsilon$ [@ho2020]. Input and output have
+# the same shape, so the natural architecture is a U-Net [@ronneberger2015]: an
+# encoder that halves the resolution while widening the channels, a bottleneck,
+# and a decoder that climbs back up, with skip connections that hand fine detail
+# from each encoder level to the decoder level of the same size.
 #
 # The assignment adds one constraint: the time step goes through **exactly one
 # embedding layer**, and that embedding is **concatenated** with the features.
-# `diffusion_lib.DiffusionModel` turns $t$ into fixed sinusoidal features (no
-# parameters), passes them through one `nn.Linear` and a SiLU, broadcasts the
-# resulting vector over $H \times W$, and concatenates it to the input of the
-# first convolution of every residual block. No block has a projection of its
-# own for the embedding; each block's first convolution simply sees
-# `channels + time_dim` input channels.
-#
-# This chapter shows the network that chapter 03 trains, block by block.
+# This chapter shows the network that @sec-train trains, block by block.
 
 # %% tags=["parameters"]
+#| include: false
 profile = "quick"
 results_dir = "results/quick"
 train_config = "params/quick/03_train.yaml"  # the model shown is the one this file trains
@@ -48,7 +42,9 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
+from diffusion_lib.chapter.overview import parameter_table
 from diffusion_lib.chapter.plots import plot_unet
+from diffusion_lib.chapter.tables import table
 from diffusion_lib.core.paths import resolve
 from diffusion_lib.nets.blocks import ConcatResBlock, sinusoidal_features
 from diffusion_lib.nets.registry import build_model
@@ -61,29 +57,75 @@ rows = summarize(model)
 assert sum(r["params"] for r in rows) == model.num_parameters  # the table accounts for every weight
 
 # %%
+m = cfg.model
+display(parameter_table(profile, "01_unet", {
+    "model of": train_config, "base width": m.base_channels, "channel multipliers": list(m.channel_mults),
+    "residual blocks per level": m.num_res_blocks, "time embedding size": m.time_dim,
+    "attention at the bottleneck": m.attention, "parameters": model.num_parameters,
+}))
+
+# %% [markdown]
+# ## The single time embedding {#sec-time-embedding}
+#
+# The step $t$ first becomes fixed sinusoidal features [@vaswani2017], with no
+# parameters: for $i < d/2$,
+#
+# $$\phi(t)_i = \sin\!\big(t \cdot 10000^{-i/(d/2)}\big), \qquad
+# \phi(t)_{d/2+i} = \cos\!\big(t \cdot 10000^{-i/(d/2)}\big).$$
+#
+# Low frequencies separate distant steps, high frequencies neighbouring ones
+# (@fig-time-features). The one learned layer maps them to the embedding
+# $e(t) = \mathrm{SiLU}(W\phi(t) + b)$:
+#
+# {{< include /_source/embed_time.md >}}
+#
+# Every residual block then concatenates $e(t)$, broadcast over $H \times W$, to
+# its features before its first convolution, $h' = \mathrm{conv}_1([h, e(t)])$.
+# Because a convolution is linear in its input channels, that convolution splits
+# into the features' part and the embedding's part; the embedding's part is
+# constant over the image except at its border, so the block computes it on a
+# $3 \times 3$ map and expands it, instead of convolving a full-resolution copy of
+# $e(t)$. The result is the same convolution over the same concatenation:
+#
+# {{< include /_source/concat_block.md >}}
+
+# %%
+#| label: fig-time-features
+#| fig-cap: "Sinusoidal features of the time step, the input of the single embedding layer: one row per feature, one column per step t."
+feats = sinusoidal_features(torch.arange(cfg.noise_steps), cfg.model.time_dim)
+fig, ax = plt.subplots(figsize=(9, 2.8))
+im = ax.imshow(feats.T.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+ax.set(xlabel="time step t", ylabel="feature")
+fig.colorbar(im, ax=ax, fraction=0.03)
+plt.show()
+
+# %%
+blocks = [m for m in model.modules() if isinstance(m, ConcatResBlock)]
+linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+concat_ok = all(b.conv1.in_channels == b.norm1.num_channels + cfg.model.time_dim for b in blocks)
 display(Markdown(
-    f"Profile **{profile}**: base width {cfg.model.base_channels}, channel multipliers "
-    f"{list(cfg.model.channel_mults)}, {cfg.model.num_res_blocks} residual block(s) per level, "
-    f"time embedding of size {cfg.model.time_dim}, attention at the bottleneck: {cfg.model.attention}. "
-    f"**{model.num_parameters:,} parameters.**"
+    f"Checked on the module structure: {len(linears)} learned layer(s) see the time step (`time_embed`, "
+    f"{sum(p.numel() for p in model.time_embed.parameters()):,} parameters), and each of the {len(blocks)} residual "
+    f"blocks takes its {cfg.model.time_dim}-dimensional output as extra input channels of its first convolution: "
+    f"{'confirmed' if concat_ok and len(linears) == 1 else '**NOT confirmed**'}."
 ))
 
 # %% [markdown]
-# ## Shapes and parameters
+# ## Shapes and parameters {#sec-unet-shapes}
 #
-# One row per block, in the order the forward pass runs them, for a
-# $1 \times 28 \times 28$ input. The `down` blocks end each level with a stride-2
-# convolution; the `up` blocks concatenate the skip connection of the matching
-# level before their residual block, and end with nearest-neighbour upsampling
-# and a convolution.
+# @tbl-unet lists the blocks in the order the forward pass runs them, for a
+# $1 \times 28 \times 28$ input, and @fig-unet draws them. The `down` blocks end
+# each level with a stride-2 convolution; the `up` blocks concatenate the skip
+# connection of the matching level before their residual block, and end with
+# nearest-neighbour upsampling and a convolution.
 
 # %%
 #| label: tbl-unet
-#| tbl-cap: "The U-Net block by block: output shape (channels, height, width) and parameter count."
-table = pd.DataFrame(rows)
-table["out_shape"] = table["out_shape"].map(lambda s: " x ".join(map(str, s)))
-table["share"] = (table["params"] / model.num_parameters).map(lambda v: f"{v:.1%}")
-table[["name", "kind", "out_shape", "params", "share"]]
+#| tbl-cap: "The U-Net block by block: output shape (channels x height x width), parameters and their share of the total."
+unet = pd.DataFrame(rows)
+unet["output shape"] = unet["out_shape"].map(lambda s: " x ".join(map(str, s)))
+unet["share"] = (unet["params"] / model.num_parameters).map(lambda v: f"{v:.1%}")
+table(unet[["name", "kind", "output shape", "params", "share"]].rename(columns={"params": "parameters"}))
 
 # %%
 #| label: fig-unet
@@ -93,45 +135,15 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## The single time embedding
-#
-# The sinusoidal features give every step a distinct, smooth code: low
-# frequencies separate distant steps, high frequencies neighbouring ones. The
-# one linear layer learns which combinations matter. Below, the features for
-# every $t$, and a check that the embedding really enters each residual block
-# by concatenation.
-
-# %%
-#| label: fig-time-features
-#| fig-cap: "Sinusoidal features of the time step (the input of the single embedding layer): one row per feature, one column per step t."
-t_all = torch.arange(cfg.noise_steps)
-feats = sinusoidal_features(t_all, cfg.model.time_dim)
-fig, ax = plt.subplots(figsize=(8, 2.6))
-im = ax.imshow(feats.T.numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
-ax.set_xlabel("time step t")
-ax.set_ylabel("feature")
-fig.colorbar(im, ax=ax, fraction=0.03)
-plt.show()
-
-# %%
-blocks = [m for m in model.modules() if isinstance(m, ConcatResBlock)]
-linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-concat_ok = all(b.conv1.in_channels == b.norm1.num_channels + cfg.model.time_dim for b in blocks)
-display(Markdown(
-    f"{len(linears)} learned layer(s) see the time step (`time_embed`, "
-    f"{sum(p.numel() for p in model.time_embed.parameters()):,} parameters); "
-    f"{len(blocks)} residual blocks each concatenate its {cfg.model.time_dim}-dimensional output: "
-    f"{'confirmed' if concat_ok and len(linears) == 1 else '**NOT confirmed**'} from the module structure."
-))
-
-# %% [markdown]
 # ## The assignment's check
 #
-# The check below is the assignment's code as given; only the import line points
-# at `diffusion_lib` (and the indentation the assignment's PDF flattened is
-# restored).
+# The assignment's own test of the model runs below, verbatim: only the import
+# line points at `diffusion_lib` (and the indentation the assignment's PDF
+# flattened is restored). Its output is the last line.
 
 # %%
+#| echo: true
+#| code-fold: true
 import torch
 from diffusion_lib import DiffusionModel
 

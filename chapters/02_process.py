@@ -18,26 +18,29 @@
 # %% [markdown]
 # # The diffusion process {#sec-process}
 #
-# The forward process adds Gaussian noise in $T$ small steps,
-# $q(x_t \mid x_{t-1}) = \mathcal{N}(\sqrt{1-\beta_t}\,x_{t-1}, \beta_t I)$.
+# The forward process adds Gaussian noise in $T$ small steps [@sohl2015; @ho2020],
+#
+# $$q(x_t \mid x_{t-1}) = \mathcal{N}\big(\sqrt{1-\beta_t}\,x_{t-1},\ \beta_t I\big).$$
+#
 # With $\alpha_t = 1 - \beta_t$ and $\bar\alpha_t = \prod_{s \le t} \alpha_s$ it
-# has a closed form that jumps straight to any step (Ho et al. 2020, eq. 4):
+# has a closed form that jumps straight to any step (eq. 4 of @ho2020):
 #
 # $$x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \epsilon, \qquad \epsilon \sim \mathcal{N}(0, I).$$
 #
 # Training draws $t$ uniformly, noises a clean digit with this formula and asks
-# the U-Net to recover $\epsilon$ (the "simplified" loss, eq. 14). Sampling runs
-# the chain backwards, using the Gaussian posterior
-# $q(x_{t-1} \mid x_t, x_0)$ (eqs. 6-7) with the network's estimate of $x_0$.
+# the U-Net to recover $\epsilon$ (@sec-train). Sampling runs the chain
+# backwards, using the Gaussian posterior $q(x_{t-1} \mid x_t, x_0)$ with the
+# network's estimate of $x_0$.
 #
 # How fast the signal fades is set by the noise schedule $\beta_1, \dots, \beta_T$.
-# `diffusion_lib.diffusion.schedules` provides three, all as pure functions returning
-# float64 betas: **linear** ($10^{-4} \to 0.02$, Ho et al.), **cosine**
-# (Nichol & Dhariwal 2021, $s = 0.008$, betas clipped at 0.999) and
-# **quadratic** (linear in $\sqrt{\beta}$). A useful single number per step is
-# the signal-to-noise ratio $\mathrm{SNR}(t) = \bar\alpha_t / (1 - \bar\alpha_t)$.
+# The library provides three, as pure functions returning float64 betas:
+# **linear** ($10^{-4} \to 0.02$, @ho2020), **cosine** ($s = 0.008$, betas
+# clipped at 0.999, @nichol2021) and **quadratic** (linear in $\sqrt{\beta}$). A
+# useful single number per step is the signal-to-noise ratio
+# $\mathrm{SNR}(t) = \bar\alpha_t / (1 - \bar\alpha_t)$.
 
 # %% tags=["parameters"]
+#| include: false
 profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
@@ -55,11 +58,14 @@ from IPython.display import Markdown, display
 
 from diffusion_lib import SCHEDULES, DiffusionProcess, NoiseSchedule
 from diffusion_lib.chapter.claims import claim, fmt
+from diffusion_lib.chapter.overview import parameter_table
 from diffusion_lib.chapter.plots import show_strips
+from diffusion_lib.chapter.style import PALETTE, set_style
+from diffusion_lib.chapter.tables import table
 from diffusion_lib.data.images import to_model_range
 from diffusion_lib.data.mnist import load_mnist
 
-sns.set_theme(style="whitegrid", context="notebook")
+set_style()
 torch.manual_seed(seed)
 schedules = {name: NoiseSchedule.from_name(name, noise_steps) for name in SCHEDULES}
 frame = pd.concat([
@@ -69,11 +75,21 @@ frame = pd.concat([
 ])
 
 # %%
+display(parameter_table(profile, "02_process", {
+    "steps T": noise_steps, "schedules": list(schedules), "steps shown": show_t, "noise draws per step": n_moment_draws,
+}))
+
+# %% [markdown]
+# ## Three schedules {#sec-schedules-shape}
+#
+# @fig-schedules puts the three schedules side by side.
+
+# %%
 #| label: fig-schedules
-#| fig-cap: "The three noise schedules over T steps: the per-step noise beta_t, the remaining signal alpha-bar_t, and the log signal-to-noise ratio."
+#| fig-cap: "The three noise schedules over T steps: the per-step noise beta_t (log scale), the remaining signal alpha-bar_t, and the log signal-to-noise ratio."
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
 for ax, col in zip(axes, ["beta_t", "alpha_bar_t", "log SNR(t)"]):
-    sns.lineplot(data=frame, x="t", y=col, hue="schedule", ax=ax, legend=ax is axes[0])
+    sns.lineplot(data=frame, x="t", y=col, hue="schedule", palette=PALETTE, ax=ax, legend=ax is axes[0])
     ax.set_title(col)
 axes[0].set_yscale("log")
 plt.tight_layout()
@@ -97,8 +113,16 @@ display(claim(
 # %% [markdown]
 # ## The forward process on real digits
 #
-# The same two test digits and the same noise $\epsilon$, noised to several
-# steps with each schedule through the closed form above.
+# In the library the closed form is one line per term, with a helper that picks
+# each image's coefficient and broadcasts it over the image; the assignment's
+# `add_noise` draws the noise and calls it:
+#
+# {{< include /_source/q_sample.md >}}
+#
+# {{< include /_source/add_noise.md >}}
+#
+# @fig-forward applies it to the same two test digits with the same noise
+# $\epsilon$, at several steps, for each schedule.
 
 # %%
 #| label: fig-forward
@@ -116,39 +140,54 @@ fig = show_strips(rows, names, [f"t={t}" for t in show_t])
 plt.show()
 
 # %% [markdown]
-# ## The closed form, checked empirically
+# ## The closed form, checked against the chain it summarises {#sec-closed-form}
 #
-# For one digit and many noise draws, the mean of $x_t$ should be
-# $\sqrt{\bar\alpha_t}\,x_0$ and its variance $1 - \bar\alpha_t$ (linear
-# schedule). The table compares both with the draws; the library's
-# `DiffusionProcess.add_noise` uses exactly this sampler.
+# The closed form is a claim about the $t$-step chain. So the check does not
+# sample from the closed form: it runs the one-step transitions
+# $x_t = \sqrt{1-\beta_t}\,x_{t-1} + \sqrt{\beta_t}\,z_t$ from one digit, step by
+# step, for many independent noise draws, and compares the empirical mean and
+# variance of $x_t$ with $\sqrt{\bar\alpha_t}\,x_0$ and $1 - \bar\alpha_t$
+# (@tbl-moments). The last column does the same for `add_noise` itself.
+
+# %%
+sched = schedules["linear"]
+gen = torch.Generator().manual_seed(seed)
+x = x0[:1].expand(n_moment_draws, -1, -1, -1).clone()
+chain = {}
+for t in range(max(show_t) + 1):  # index t is the paper's step t + 1
+    x = sched.q_step(x, torch.full((n_moment_draws,), t), torch.randn(x.shape, generator=gen))
+    if t in show_t[1:]:
+        chain[t] = x
+proc = DiffusionProcess(28, 1, noise_steps, "linear", device="cpu")
 
 # %%
 #| label: tbl-moments
-#| tbl-cap: "Empirical mean error and variance of x_t over many noise draws against the closed form (linear schedule)."
-proc = DiffusionProcess(28, 1, noise_steps, "linear", device="cpu")
+#| tbl-cap: "The one-step chain run t times against the closed form (linear schedule): the largest error of the empirical mean of x_t over pixels, the empirical variance against 1 - alpha-bar_t, and the variance of add_noise's samples."
 records = []
-for t in show_t[1:]:
-    xt, _ = proc.add_noise(x0[:1].expand(n_moment_draws, -1, -1, -1), torch.full((n_moment_draws,), t))
-    ab = float(proc.schedule.alpha_bar[t])
-    records.append({"t": t, "alpha_bar_t": ab,
-                    "max |mean - sqrt(ab) x0|": float((xt.mean(0) - ab**0.5 * x0[0]).abs().max()),
-                    "empirical var": float(xt.var(0).mean()), "1 - alpha_bar_t": 1 - ab})
+for t, xt in chain.items():
+    ab = float(sched.alpha_bar[t])
+    closed, _ = proc.add_noise(x0[:1].expand(n_moment_draws, -1, -1, -1), torch.full((n_moment_draws,), t))
+    records.append({"t": t, "alpha-bar t": ab, "max |mean - sqrt(ab) x0|": float((xt.mean(0) - ab**0.5 * x0[0]).abs().max()),
+                    "chain variance": float(xt.var(0).mean()), "1 - alpha-bar t": 1 - ab,
+                    "add_noise variance": float(closed.var(0).mean())})
 moments = pd.DataFrame(records)
-moments.style.format(precision=4).hide(axis="index")
+table(moments)
 
 # %%
-ok = all(abs(r["empirical var"] - r["1 - alpha_bar_t"]) < 0.05 * r["1 - alpha_bar_t"] + 1e-3 for r in records)
-display(claim(f"Across {n_moment_draws} draws per step, the empirical variance matches $1 - \\bar\\alpha_t$ "
-              "within 5% at every step shown.", ok))
+ok = all(abs(r["chain variance"] - r["1 - alpha-bar t"]) < 0.05 * r["1 - alpha-bar t"] + 1e-3 for r in records)
+display(claim(f"Across {n_moment_draws} independent runs of the chain, the empirical variance of $x_t$ matches "
+              "$1 - \\bar\\alpha_t$ within 5% at every step shown, as the closed form says.", ok))
 
 # %% [markdown]
 # ## The assignment's check
 #
-# The assignment's code as given; only the import line points at `diffusion_lib`
-# (and the indentation the assignment's PDF flattened is restored).
+# The assignment's own test of `add_noise` and `train_step` runs below, verbatim:
+# only the import line points at `diffusion_lib` (and the indentation the
+# assignment's PDF flattened is restored). Its output is the last line.
 
 # %%
+#| echo: true
+#| code-fold: true
 import torch
 from diffusion_lib import DiffusionProcess
 

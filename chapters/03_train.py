@@ -18,33 +18,36 @@
 # %% [markdown]
 # # Training and sampling {#sec-train}
 #
-# Training follows Algorithm 1 of Ho et al. (2020): draw a batch of digits
-# $x_0$, a step $t \sim \mathcal{U}\{0, \dots, T-1\}$ and noise
-# $\epsilon \sim \mathcal{N}(0, I)$ per image, and take a gradient step on
-# $\lVert \epsilon - \epsilon_\theta(\sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}\epsilon, t) \rVert^2$.
+# Training follows Algorithm 1 of @ho2020: draw a batch of digits $x_0$, a step
+# $t \sim \mathcal{U}\{1, \dots, T\}$ and noise $\epsilon \sim \mathcal{N}(0, I)$
+# per image, and take a gradient step on the simplified objective (their eq. 14)
 #
-# The loop lives in the standalone program `diffusion_lib.train` (the
-# assignment asks for one); this chapter calls it with the profile's
-# configuration, exactly as
-# `python -m diffusion_lib.train --config params/<profile>/03_train.yaml` would.
-# It keeps an exponential moving average (EMA) of the weights through
-# `torch.optim.swa_utils.AveragedModel`, clips the gradient norm, warms the
-# learning rate up linearly, logs every step to `metrics.csv`, draws sample
-# grids from the EMA weights as it goes, and checkpoints so an interrupted run
-# resumes where it stopped. When the profile's run has already finished (its
-# weights and summary are in the results folder), the chapter reuses it instead of
-# training again; `retrain=True` starts over and moves the old run aside.
+# $$L_\text{simple} = \big\lVert \epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big) \big\rVert^2 .$$
 #
-# Precision: on a GPU, and on a CPU with native bf16 arithmetic (AVX512-BF16 or
-# AMX; the `cpu` profile sets `amp_cpu: true`), the forward pass runs under bf16
-# autocast: the convolutions compute in bfloat16, while the weights, the
-# optimizer state, the loss and all sampling stay in float32. The benchmark in
-# the README measures what this buys, side by side with float32.
+# The loss is the forward process of @sec-process followed by one pass of the
+# U-Net of @sec-unet:
 #
-# Sampling is Algorithm 2: start from $x_T \sim \mathcal{N}(0, I)$ and apply
-# the learned reverse step $T$ times.
+# {{< include /_source/simple_loss.md >}}
+#
+# The assignment's `train_step` computes it and hands it to the trainer, which
+# owns the optimisation: AdamW, a linear learning-rate warm-up, gradient clipping,
+# an exponential moving average (EMA) of the weights, and guards that stop before
+# anything non-finite is committed:
+#
+# {{< include /_source/train_step.md >}}
+#
+# {{< include /_source/trainer_update.md >}}
+
+# %% [markdown]
+# The loop around it is the standalone program `python -m diffusion_lib.train`,
+# which the assignment asks for; this chapter runs it with the profile's
+# configuration (@tbl-params-03), exactly as the command line would, and reuses a
+# finished run when its configuration and model code are unchanged. On a CPU with
+# native bf16 arithmetic the forward pass runs under bf16 autocast; the weights,
+# the optimizer state, the loss and all sampling stay in float32.
 
 # %% tags=["parameters"]
+#| include: false
 profile = "quick"
 results_dir = "results/quick"
 retrain = False
@@ -52,6 +55,7 @@ n_samples = 64
 n_trajectory = 6
 trajectory_t = [999, 700, 500, 350, 250, 150, 100, 50, 20, 0]
 sample_seed = 1234
+sampling_backend = "eager"
 train = {
     "steps": 400,
     "batch_size": 32,
@@ -76,10 +80,11 @@ from IPython.display import Markdown, display
 
 from diffusion_lib import DiffusionProcess
 from diffusion_lib.chapter.claims import claim, fmt
-from diffusion_lib.chapter.plots import plot_loss, show_grid, show_strips, show_training_grids
-from diffusion_lib.chapter.setup import start
 from diffusion_lib.chapter.models import load_trained
+from diffusion_lib.chapter.overview import parameter_table
+from diffusion_lib.chapter.plots import plot_loss, show_grid, show_strips, show_training_grids
 from diffusion_lib.chapter.runs import train_or_reuse
+from diffusion_lib.chapter.setup import start
 from diffusion_lib.core.config import from_dict
 from diffusion_lib.data.images import save_grid
 from diffusion_lib.diffusion.samplers import TrajectoryRecorder
@@ -90,7 +95,19 @@ ch = start(results_dir, "03_train")
 cfg = from_dict(TrainConfig, {**train, "out_dir": str(ch.art)}, source="chapter 03 parameters")
 
 # %%
+display(parameter_table(profile, "03_train", {
+    "steps": cfg.steps, "batch size": cfg.batch_size, "learning rate": cfg.lr, "warm-up steps": cfg.warmup_steps,
+    "EMA decay": cfg.ema_decay, "gradient clip": cfg.grad_clip, "schedule": f"{cfg.schedule}, T = {cfg.noise_steps}",
+    "model": {"width": cfg.model.base_channels, "multipliers": list(cfg.model.channel_mults),
+              "blocks per level": cfg.model.num_res_blocks, "time embedding": cfg.model.time_dim},
+    "samples drawn": n_samples, "sampling backend": sampling_backend,
+}))
+
+# %%
+#| echo: true
 summary = train_or_reuse(cfg, retrain)
+
+# %%
 display(Markdown(
     f"**Training:** {summary['steps']:,} steps of batch {cfg.batch_size} "
     f"({summary['images_seen'] / (cfg.train_subset or 60000):.1f} epochs of "
@@ -102,7 +119,9 @@ display(Markdown(
 ))
 
 # %% [markdown]
-# ## Training curve
+# ## Training curve {#sec-train-curve}
+#
+# @fig-loss shows the loss of every step and the gradient norm before clipping.
 
 # %%
 #| label: fig-loss
@@ -114,8 +133,7 @@ sns.lineplot(data=metrics, x="step", y="grad_norm", ax=axes[1], alpha=0.5, lw=0.
 if cfg.grad_clip > 0:
     axes[1].axhline(cfg.grad_clip, color="red", ls="--", lw=1, label=f"clip at {cfg.grad_clip}")
     axes[1].legend()
-axes[1].set_yscale("log")
-axes[1].set_ylabel("gradient norm")
+axes[1].set(yscale="log", ylabel="gradient norm")
 plt.tight_layout()
 plt.show()
 
@@ -123,28 +141,33 @@ plt.show()
 first = metrics["loss"].iloc[: max(1, len(metrics) // 20)].mean()
 last = metrics["loss"].iloc[-max(1, len(metrics) // 10):].mean()
 display(claim(f"The loss falls from {fmt(first)} (mean of the first 5% of steps) to {fmt(last)} "
-              f"(mean of the last 10%), a factor of {first / last:.1f}.", last < first))
-display(Markdown(f"Median per-step throughput: {metrics['images_per_s'].median():,.0f} images/s."))
+              f"(mean of the last 10%), a factor of {first / last:.1f}. Median throughput per step: "
+              f"{metrics['images_per_s'].median():,.0f} images/s.", last < first))
 
 # %% [markdown]
 # ## Samples during training
 #
 # The training program draws the same $x_T$ (and the same per-step noise) at
-# every sample point, so the grids below differ only by what the EMA weights had
-# learned by then.
+# every sample point, so the grids of @fig-progress differ only by what the EMA
+# weights had learned by then.
 
 # %%
 #| label: fig-progress
 #| fig-cap: "EMA samples from the same starting noise at successive points of training (step in the title)."
-show_training_grids(ch.art, at_most=6)
+show_training_grids(ch.art, at_most=6, width=3.0)
 plt.show()
 
 # %% [markdown]
-# ## Generated digits
+# ## Generated digits {#sec-samples}
 #
-# DDPM ancestral sampling from the final EMA weights: 1,000 reverse steps per
-# image with the posterior variance $\tilde\beta_t$ and the predicted $x_0$
-# clipped to $[-1, 1]$.
+# Sampling is Algorithm 2 of @ho2020: start from $x_T \sim \mathcal{N}(0, I)$
+# and apply the learned reverse step $T$ times. Each step predicts
+# $\hat\epsilon = \epsilon_\theta(x_t, t)$, forms
+# $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\epsilon)/\sqrt{\bar\alpha_t}$,
+# clips it to $[-1, 1]$, and draws $x_{t-1}$ from the Gaussian posterior
+# $q(x_{t-1} \mid x_t, \hat x_0)$ with variance $\tilde\beta_t$ (their eqs. 6-7):
+#
+# {{< include /_source/ddpm_sample.md >}}
 
 # %%
 #| label: fig-samples
@@ -153,29 +176,32 @@ model, _, meta = load_trained(ch.art, ch.device)
 process = DiffusionProcess(cfg.image_size, cfg.channels, cfg.noise_steps, cfg.schedule, model,
                            ema_decay=None, device=ch.device)
 t0 = time.perf_counter()
-samples = process.sample(n_samples, generator=torch.Generator().manual_seed(sample_seed))
+samples = process.sample(n_samples, generator=torch.Generator().manual_seed(sample_seed), backend=sampling_backend)
 sample_s = time.perf_counter() - t0
 save_grid(ch.art / "samples_final.png", samples, nrow=8)
 show_grid(samples, nrow=8, scale=0.9)
 plt.show()
-display(Markdown(f"{n_samples} samples in {sample_s:.1f} s on {ch.device.type} "
-                 f"({sample_s / n_samples * 1000:.0f} ms per image, {cfg.noise_steps} network evaluations each)."))
+
+# %%
+display(Markdown(f"{n_samples} samples in one batch took {sample_s:.1f} s on {ch.device_name} with the "
+                 f"{sampling_backend} backend: {sample_s / n_samples * 1000:.0f} ms per image for {cfg.noise_steps} "
+                 "network evaluations. "
+                 "The cost per image depends on the batch size, so chapters that time smaller batches report "
+                 "other figures for the same sampler."))
 
 # %% [markdown]
 # ## The denoising trajectory
 #
 # A sampler callback records $x_t$ and the network's running estimate of $x_0$
-# on the way down. Early on, $x_0$-estimates are blurry averages of plausible
-# digits; the identity of the digit settles in the middle of the chain, and the
-# last steps only sharpen strokes.
+# on the way down (@fig-trajectory).
 
 # %%
 #| label: fig-trajectory
 #| fig-cap: "The reverse process for a few samples: x_t (top rows) and the model's estimate of x_0 at the same step (bottom rows)."
 rec = TrajectoryRecorder(keep_t=trajectory_t)
-process.sample(n_trajectory, generator=torch.Generator().manual_seed(sample_seed + 1), callback=rec)
-xs = torch.stack(rec.x, 1)  # (n, steps, C, H, W)
-x0s = torch.stack(rec.x0, 1)
+process.sample(n_trajectory, generator=torch.Generator().manual_seed(sample_seed + 1), callback=rec,
+               backend=sampling_backend)
+xs, x0s = torch.stack(rec.x, 1), torch.stack(rec.x0, 1)  # (n, steps, C, H, W)
 k = min(3, n_trajectory)
 rows = [xs[i] for i in range(k)] + [x0s[i] for i in range(k)]
 labels = [f"x_t #{i}" for i in range(k)] + [f"x0-hat #{i}" for i in range(k)]
@@ -183,10 +209,13 @@ show_strips(rows, labels, [f"t={t}" for t in rec.t])
 plt.show()
 
 # %%
+# how fast the estimate of x_0 moves, per unit of t (the recorded steps are unevenly spaced)
 change = (x0s[:, 1:] - x0s[:, :-1]).pow(2).flatten(2).mean(2).mean(0)
-biggest = int(change.argmax())
-display(Markdown(
-    f"Averaged over {n_trajectory} trajectories, the estimate of $x_0$ changes most between "
-    f"t = {rec.t[biggest]} and t = {rec.t[biggest + 1]} (mean squared change {change[biggest]:.3f}); "
-    f"between t = {rec.t[-2]} and t = {rec.t[-1]} it changes by only {change[-1]:.4f}."
-))
+span = torch.tensor([a - b for a, b in zip(rec.t[:-1], rec.t[1:])], dtype=torch.float32)
+rate = change / span
+fast = int(rate.argmax())
+display(claim(
+    f"Averaged over {n_trajectory} trajectories and measured per step of t, the estimate of $x_0$ changes "
+    f"fastest between t = {rec.t[fast]} and t = {rec.t[fast + 1]} (mean squared change {rate[fast]:.2e} per step), "
+    f"against {rate[0]:.2e} per step between t = {rec.t[0]} and t = {rec.t[1]}, where the sample is still "
+    "mostly noise.", fast > 0))

@@ -19,15 +19,16 @@
 # # CIFAR-10: diffusion on colour images {#sec-cifar10}
 #
 # The assignment's first extra credit: extend the model to CIFAR-10, 32x32 RGB
-# photographs of ten classes of objects. Three things change from MNIST.
+# photographs of ten classes of objects [@krizhevsky2009]. Three things change
+# from MNIST [@lecun1998].
 #
 # - **The data** are far harder: 3,072 dimensions instead of 784, textures,
 #   backgrounds, colour, and classes whose members look nothing alike.
 # - **The network** is designed for RGB (`diffusion_lib.nets.additive_unet.ColorUNet`):
 #   wider channels, residual blocks with GroupNorm and dropout, self-attention
 #   at 16x16 and/or 8x8 and in the bottleneck, configurable multipliers. At the
-#   `gpu` profile's width it has about 35M parameters, the size of Ho et al.'s
-#   CIFAR-10 model.
+#   `gpu` profile's width it has about 35M parameters, the size of the CIFAR-10
+#   model of @ho2020.
 # - **Time conditioning.** The MNIST rule (one embedding layer, concatenated)
 #   does not bind here, and this model uses what DDPM itself used for CIFAR-10:
 #   sinusoidal features and a two-layer MLP give one time vector, and every
@@ -44,6 +45,7 @@
 # per-class grids), always beside the real-vs-real floor.
 
 # %% tags=["parameters"]
+#| include: false
 profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
@@ -83,10 +85,13 @@ import torch
 from IPython.display import Markdown, display
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from diffusion_lib.chapter.answers import Answer
 from diffusion_lib.chapter.claims import claim, fmt
+from diffusion_lib.chapter.overview import parameter_table
 from diffusion_lib.chapter.params import sampler
 from diffusion_lib.chapter.plots import plot_loss, show_strips, show_training_grids
 from diffusion_lib.chapter.setup import start
+from diffusion_lib.chapter.tables import table
 from diffusion_lib.chapter.models import load_trained
 from diffusion_lib.chapter.runs import train_or_reuse
 from diffusion_lib.core.config import from_dict
@@ -106,22 +111,34 @@ from diffusion_lib.training.log import read_metrics, read_summary
 ch = start(results_dir, "07_cifar10")
 cfg = from_dict(TrainConfig, {**train, "out_dir": str(ch.art)}, source="chapter 07 parameters")
 
+# %%
+display(parameter_table(profile, "07_cifar10", {
+    "steps": cfg.steps, "batch size": cfg.batch_size, "learning rate": cfg.lr, "EMA decay": cfg.ema_decay,
+    "model": {"width": cfg.model.base_channels, "multipliers": list(cfg.model.channel_mults),
+              "attention at": list(cfg.model.attn_resolutions), "dropout": cfg.model.dropout},
+    "evaluation sampler": sampler(eval_sampler).name, "samples (N)": n_eval,
+}))
+
 # %% [markdown]
 # ## The architecture
+#
+# @tbl-cifar-arch lists the network block by block.
 
 # %%
 #| label: tbl-cifar-arch
 #| tbl-cap: "The CIFAR-10 U-Net of this profile, block by block: output shape and parameters."
 net = build_model(cfg.model_config())
 arch = pd.DataFrame(summarize(net))
-arch["out_shape"] = arch["out_shape"].map(lambda s: " x ".join(map(str, s)))
+arch["output shape"] = arch["out_shape"].map(lambda s: " x ".join(map(str, s)))
 display(Markdown(f"**{net.num_parameters:,} parameters**: base width {cfg.model.base_channels}, multipliers "
                  f"{list(cfg.model.channel_mults)}, {cfg.model.num_res_blocks} residual block(s) per level, "
                  f"attention at {list(cfg.model.attn_resolutions)} and the bottleneck, dropout {cfg.model.dropout}."))
-arch[["name", "kind", "out_shape", "params"]]
+table(arch[["name", "kind", "output shape", "params"]].rename(columns={"params": "parameters"}))
 
 # %% [markdown]
 # ## Training
+#
+# @fig-cifar-loss shows the loss; @fig-cifar-progress the samples as training goes.
 
 # %%
 summary = train_or_reuse(cfg, retrain)
@@ -145,6 +162,10 @@ plt.show()
 
 # %% [markdown]
 # ## Quality
+#
+# The same sampler as for MNIST, measured in the CIFAR-10 classifier's features
+# (@tbl-cifar-quality); @fig-cifar-classes sorts the samples by the class the
+# classifier sees in them.
 
 # %%
 model, schedule, meta = load_trained(ch.art, ch.device)
@@ -154,7 +175,7 @@ spec = sampler(eval_sampler, schedule.num_steps)
 samples, sec = generate(model, schedule, spec, n_eval, seed=seed, batch_size=min(n_eval, 100))
 q = measure_quality(samples, reference, classifier, seed=seed)
 floor = real_floor(reference, classifier, "cifar10", data_root, seed=seed)
-table = pd.DataFrame({"diffusion": q.row(), "real train vs real test (floor)": floor.row()}).T
+quality = pd.DataFrame({"diffusion": q.row(), "real train vs real test (floor)": floor.row()}).T
 
 # %%
 inception_note = "Inception FID: no local Inception weights were given (`inception_weights`), and nothing is downloaded."
@@ -162,9 +183,9 @@ if inception_weights and Path(inception_weights).exists():
     fid_inc = FrechetInceptionDistance(feature=2048, normalize=True, feature_extractor_weights_path=inception_weights)
     for imgs, real in ((reference, True), (samples, False)):
         fid_inc.update(((imgs + 1) / 2).clamp(0, 1), real=real)
-    table.loc["diffusion", "Inception FID"] = float(fid_inc.compute())
+    quality.loc["diffusion", "Inception FID"] = float(fid_inc.compute())
     inception_note = f"Inception FID computed with the local weights at `{inception_weights}`."
-atomic_write_text(ch.art / "quality.csv", table.to_csv())
+atomic_write_text(ch.art / "quality.csv", quality.to_csv())
 atomic_write_text(ch.art / "headline.json", json.dumps({"fid": q.fid, "n": n_eval, "floor": floor.fid,
                                                      "classifier_accuracy": clf_acc, "sampler": spec.name}))
 display(Markdown(f"Quality instrument: the project's CIFAR-10 classifier, **{clf_acc:.1%} test accuracy**; "
@@ -174,7 +195,7 @@ display(Markdown(f"Quality instrument: the project's CIFAR-10 classifier, **{clf
 # %%
 #| label: tbl-cifar-quality
 #| tbl-cap: "FID and KID in the CIFAR-10 classifier's features (lower is better), class entropy of the samples (uniform = 2.30 nats) and confidence, against the real-vs-real floor at the same N."
-table.drop(columns=["KID std x1e3"]).style.format(precision=3)
+table(quality.drop(columns=["KID std x1e3"]), index=True)
 
 # %%
 #| label: fig-cifar-classes
@@ -189,6 +210,8 @@ plt.show()
 
 # %% [markdown]
 # ## Memorisation check
+#
+# The nearest training image of each sample in pixel space (@fig-cifar-neighbours).
 
 # %%
 #| label: fig-cifar-neighbours
@@ -204,6 +227,8 @@ display(claim(f"No sample copies a training image: the mean nearest-neighbour di
 
 # %% [markdown]
 # ## DDIM at a few step counts
+#
+# The same starting noise decoded with fewer and more steps (@fig-cifar-ddim).
 
 # %%
 #| label: fig-cifar-ddim
@@ -227,7 +252,8 @@ m_floor = real_floor(m_ref, m_clf, "mnist", data_root, seed=seed)
 ratio_c, ratio_m = q.fid / floor.fid, m_q.fid / m_floor.fid
 
 # %%
-display(Markdown(
+answer = Answer(ch.results, "cifar10")
+display(answer.add(Markdown(
     f"**Comparison with MNIST.** CIFAR-10 images have {3 * 32 * 32:,} dimensions against MNIST's {28 * 28}, and "
     f"this profile's CIFAR-10 model has {summary['parameters']:,} parameters against the MNIST model's "
     f"{mnist_sum['parameters']:,}. It trained at {summary['images_per_s']:,.0f} images/s "
@@ -236,26 +262,27 @@ display(Markdown(
     f"CIFAR-10 FID is {fmt(q.fid)} against a real-vs-real floor of {fmt(floor.fid)} ({ratio_c:.1f} times the "
     f"floor), and the MNIST FID is {fmt(m_q.fid)} against {fmt(m_floor.fid)} ({ratio_m:.1f} times). The two "
     "FIDs live in different feature spaces, so only such ratios to each floor are compared."
-))
+)))
 
 # %%
-display(claim(
+display(answer.add(claim(
     "Relative to what real data scores, the CIFAR-10 model is further from its data than the MNIST model is "
     "from digits: natural images need far more capacity and training than this profile gives, while MNIST's "
     "strokes on a black background are learned quickly.",
     ratio_c > ratio_m,
-))
-display(claim(
+)))
+display(answer.add(claim(
     f"The samples spread over the classes (class entropy {q.entropy:.2f} nats of a possible 2.30) but are less "
     f"recognisable than real photographs: the classifier's mean confidence is {q.confidence:.2f} on samples "
     f"against {floor.confidence:.2f} on real images.",
     q.confidence < floor.confidence,
-))
+)))
 
 # %%
-display(Markdown(
+display(answer.add(Markdown(
     f"This profile (**{profile}**) is what its budget allows: "
     + ("a CPU cannot train a CIFAR-10 diffusion model to good samples in an hour; expect colour layouts and "
        "blurry shapes rather than objects. The `gpu` profile trains the full-size model."
        if ch.device.type == "cpu" else "a GPU run of the full-size model.")
-))
+)))
+display(answer.save(["@fig-cifar-loss", "@tbl-cifar-quality", "@fig-cifar-classes", "@fig-cifar-neighbours"]))

@@ -19,20 +19,26 @@
 # # DDIM: fewer steps, and what they cost {#sec-ddim}
 #
 # DDPM sampling needs one network evaluation for every one of the $T$ steps it
-# was trained with. DDIM (Song et al. 2021) observes that the training objective
+# was trained with. DDIM [@song2021ddim] observes that the training objective
 # only constrains the marginals $q(x_t \mid x_0)$, and that a whole family of
-# non-Markovian reverse processes shares them. Its update (eq. 12) predicts
+# non-Markovian reverse processes shares them. Its update (their eq. 12) predicts
 # $\hat x_0$ from $\hat\epsilon = \epsilon_\theta(x_t, t)$ and jumps to any
 # earlier step $t'$:
 #
 # $$x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}-\sigma_t^2}\;\hat\epsilon + \sigma_t z,
 # \qquad \sigma_t = \eta\sqrt{\tfrac{1-\bar\alpha_{t'}}{1-\bar\alpha_t}}\sqrt{1-\tfrac{\bar\alpha_t}{\bar\alpha_{t'}}}.$$
 #
+# In the library the update is a few lines; when $\hat x_0$ is clipped to the
+# data range, $\hat\epsilon$ is re-derived from it so the step stays consistent:
+#
+# {{< include /_source/ddim_sample.md >}}
+#
 # With $\eta = 1$ and every step this *is* DDPM with the posterior variance (a
 # test checks it step for step); with $\eta = 0$ the sampler is deterministic, an
-# ODE solver, and can skip most steps. The same model from chapter 03 is used
-# unchanged: no retraining. The chapter also runs DPM-Solver++(2M) (Lu et al.
-# 2022), a second-order multistep solver, to show what 10 to 20 steps reach.
+# ODE solver, and can skip most steps. The same model from @sec-train is used
+# unchanged: no retraining. The chapter also runs DPM-Solver++(2M)
+# [@lu2022dpmpp], a second-order multistep solver, to show what 10 to 20 steps
+# reach.
 #
 # Quality is measured with the project's own instrument (FID-MNIST and
 # KID-MNIST in the features of a committed MNIST classifier, plus the class
@@ -40,6 +46,7 @@
 # starting noise $x_T$.
 
 # %% tags=["parameters"]
+#| include: false
 profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
@@ -55,6 +62,7 @@ n_invert = 6
 invert_steps = [10, 50]
 interp_frames = 9
 seed = 0
+sampling_backend = "eager"
 
 # %%
 import json
@@ -65,9 +73,13 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
+from diffusion_lib.chapter.answers import Answer
 from diffusion_lib.chapter.claims import claim, fmt
+from diffusion_lib.chapter.overview import parameter_table
 from diffusion_lib.chapter.plots import show_strips
 from diffusion_lib.chapter.setup import start
+from diffusion_lib.chapter.style import PALETTE
+from diffusion_lib.chapter.tables import table
 from diffusion_lib.chapter.models import load_trained
 from diffusion_lib.core.files import atomic_write_text
 from diffusion_lib.data.datasets import random_subset
@@ -76,46 +88,59 @@ from diffusion_lib.diffusion.interpolation import slerp
 from diffusion_lib.diffusion.samplers import ddim_invert, ddim_sample
 from diffusion_lib.evaluation.classifiers import get_classifier
 from diffusion_lib.evaluation.quality import kid_gap, measure_quality, real_floor
+from diffusion_lib.nets.inference import FastModel
 
 ch = start(results_dir, "08_ddim")
 model, schedule, meta = load_trained(ch.run_dir("03_train"), ch.device)
 T = schedule.num_steps
 classifier, clf_acc = get_classifier("mnist", data_root, ch.device)
 reference, reference_labels = random_subset("mnist", n_eval, seed, data_root)
+
+# %%
+display(parameter_table(profile, "08_ddim", {
+    "model": "chapter 03's EMA weights", "DDIM steps": ddim_steps, "eta": etas, "DPM-Solver++ steps": dpm_steps,
+    "DDPM (all T steps)": include_ddpm, "step spacing": spacing, "samples per sampler (N)": n_eval,
+    "timing batch": batch_size, "sampling backend": sampling_backend, "inversion steps": invert_steps,
+}))
 display(Markdown(
     f"Model: chapter 03's EMA weights ({meta['steps']:,} training steps, {meta['schedule']} schedule, T = {T}). "
-    f"Device for every timing below: **{ch.device_name}**, batch {batch_size}, after a warm-up. "
+    f"Device for every timing below: **{ch.device_name}**, batch {batch_size}, the {sampling_backend} backend, "
+    "after a warm-up. "
     f"Quality instrument: the committed MNIST classifier ({clf_acc:.2%} test accuracy). N = {n_eval} for every row."
 ))
 
 # %% [markdown]
 # ## The grid: steps, eta, and solvers
+#
+# Every sampler starts from the same $x_T$; @tbl-ddim-grid measures all of them
+# and @fig-ddim-tradeoff plots quality against cost.
 
 # %%
+fast = FastModel(model, sampling_backend)  # inversion and its round trips below stay in eager float32
 specs = ([SamplerSpec("ddpm", T)] if include_ddpm else [])
 specs += [SamplerSpec("ddim", k, eta=e, spacing=spacing) for e in etas for k in ddim_steps]
 specs += [SamplerSpec("dpm++2m", k) for k in dpm_steps]  # spaced evenly in log-SNR, as Lu et al. advise
 rows, samples = [], {}
 for spec in specs:
-    samples[spec.name], sec = generate(model, schedule, spec, n_eval, seed=seed, batch_size=batch_size)
+    samples[spec.name], sec = generate(fast, schedule, spec, n_eval, seed=seed, batch_size=batch_size)
     eta = spec.eta if spec.method == "ddim" else (1.0 if spec.method == "ddpm" else 0.0)
     rows.append({"sampler": spec.name, "method": spec.method, "steps": spec.steps, "eta": eta, "s / image": sec,
                  **measure_quality(samples[spec.name], reference, classifier, seed=seed).row()})
-table = pd.DataFrame(rows)
+grid = pd.DataFrame(rows)
 
 # %%
 floor = real_floor(reference, classifier, "mnist", data_root, seed=seed)
 if include_ddpm:
-    table["speed-up vs DDPM"] = float(table.loc[table.method == "ddpm", "s / image"].iloc[0]) / table["s / image"]
-atomic_write_text(ch.art / "grid.csv", table.to_csv(index=False))
+    grid["speed-up vs DDPM"] = float(grid.loc[grid.method == "ddpm", "s / image"].iloc[0]) / grid["s / image"]
+atomic_write_text(ch.art / "grid.csv", grid.to_csv(index=False))
 atomic_write_text(ch.art / "floor.json", json.dumps(floor.row(), indent=2))
 
 # %%
 #| label: tbl-ddim-grid
 #| tbl-cap: "Every sampler on the same N samples from the same x_T: seconds per image (one device, fixed batch, warmed up), FID-MNIST, KID-MNIST and class entropy (uniform over 10 classes = 2.30 nats). Last row: the real-vs-real floor."
-show = table.drop(columns=["method", "N", "KID std x1e3"]).copy()
+show = grid.drop(columns=["method", "N", "KID std x1e3"]).copy()
 show.loc[len(show)] = {"sampler": "real test vs real train (floor)", **{k: v for k, v in floor.row().items() if k in show}}
-show.style.format(precision=3, na_rep="").hide(axis="index")
+table(show)
 
 # %%
 def pareto_frontier(df: pd.DataFrame, cost: str, loss: str) -> pd.DataFrame:
@@ -128,13 +153,13 @@ def pareto_frontier(df: pd.DataFrame, cost: str, loss: str) -> pd.DataFrame:
     return df.loc[keep]
 
 
-fr = pareto_frontier(table, "s / image", "FID")
+fr = pareto_frontier(grid, "s / image", "FID")
 
 # %%
 #| label: fig-ddim-tradeoff
 #| fig-cap: "Quality against the number of network evaluations (left) and against wall-clock time per image (right, the Pareto view). Lower FID-MNIST is better; the dashed line is the real-vs-real floor."
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
-ddim, other = table[table.method == "ddim"], table[table.method != "ddim"]
+ddim, other = grid[grid.method == "ddim"], grid[grid.method != "ddim"]
 sns.lineplot(data=ddim, x="steps", y="FID", hue="eta", marker="o", palette="viridis", ax=axes[0])
 sns.scatterplot(data=ddim, x="s / image", y="FID", hue="eta", palette="viridis", ax=axes[1], legend=False)
 axes[1].plot(fr["s / image"], fr["FID"], color="black", lw=1, alpha=0.6, label="Pareto frontier")
@@ -142,7 +167,7 @@ x_axes = {"steps": "network evaluations per image", "s / image": f"seconds per i
 for ax, (xcol, xlabel) in zip(axes, x_axes.items()):
     for _, r in other.iterrows():
         ax.scatter(r[xcol], r["FID"], marker="s" if r.method == "ddpm" else "^", s=60, zorder=5,
-                   color="crimson" if r.method == "ddpm" else "darkorange", label=r.sampler)
+                   color=PALETTE["DDPM" if r.method == "ddpm" else "DPM-Solver++"], label=r.sampler)
     ax.axhline(floor.fid, ls="--", color="grey", lw=1, label="real-vs-real floor")
     ax.set(xscale="log", xlabel=xlabel, ylabel="FID-MNIST (lower is better)")
     ax.legend(fontsize=8)
@@ -167,6 +192,16 @@ keys = [SamplerSpec("ddim", s, eta=0.0).name for s in ddim_steps if 0.0 in etas]
 keys += [SamplerSpec("dpm++2m", s).name for s in dpm_steps] + ([SamplerSpec("ddpm", T).name] if include_ddpm else [])
 show_strips([samples[k][:n_grid] for k in keys], keys)
 plt.show()
+
+# %% [markdown]
+# The same sampler runs in the browser, on this model exported to ONNX: pick the
+# number of steps and $\eta$ and watch the trajectory (the preface,
+# @sec-live-sampler, explains it).
+#
+# ```{=html}
+# <div class="live-sampler"></div>
+# <script src="../../widget/sampler.js"></script>
+# ```
 
 # %% [markdown]
 # ## DDIM inversion: from a real digit to its noise, and back
@@ -206,8 +241,7 @@ inv_table = pd.DataFrame({"steps": list(recon_err), "MSE, mirrored decoder": lis
                           "MSE, clipped decoder": list(recon_err_clip.values()),
                           "latent std": list(latent_std.values())})
 atomic_write_text(ch.art / "inversion.csv", inv_table.to_csv(index=False))
-inv_table.style.format({"MSE, mirrored decoder": "{:.2e}", "MSE, clipped decoder": "{:.2e}",
-                        "latent std": "{:.2f}"}).hide(axis="index")
+table(inv_table)
 
 # %%
 lo, hi = min(recon_err), max(recon_err)
@@ -253,7 +287,7 @@ plt.show()
 # %%
 def row(spec: SamplerSpec) -> pd.Series:
     """The grid's row for a sampler."""
-    return table[table.sampler == spec.name].iloc[0]
+    return grid[grid.sampler == spec.name].iloc[0]
 
 
 d0 = {k: row(SamplerSpec("ddim", k, eta=0.0)) for k in ddim_steps} if 0.0 in etas else {}
@@ -261,62 +295,67 @@ d1 = {k: row(SamplerSpec("ddim", k, eta=1.0)) for k in ddim_steps} if 1.0 in eta
 smin, smax = min(ddim_steps), max(ddim_steps)
 ddpm = row(SamplerSpec("ddpm", T)) if include_ddpm else None
 ref_s = 50 if 50 in d0 else smax
+answer = Answer(ch.results, "ddim")
 
 # %%
 if ddpm is not None and d0:
     speed = ddpm["s / image"] / d0[ref_s]["s / image"]
-    display(claim(
+    display(answer.add(claim(
         f"**Speed.** Sampling time is close to proportional to the number of network evaluations: "
         f"DDPM needs {T} per image and took {ddpm['s / image'] * 1000:.0f} ms per image here, DDIM with "
         f"{ref_s} steps took {d0[ref_s]['s / image'] * 1000:.1f} ms, a **{speed:.1f}x speed-up** "
         f"(the ratio of step counts is {T / ref_s:.0f}x).",
         0.75 <= speed / (T / ref_s) <= 1.25,
-    ))
-    display(claim(f"DDIM-{ref_s} is at least 15 times faster per image than DDPM-{T} on this device.", speed >= 15))
+    )))
+    display(answer.add(claim(f"DDIM-{ref_s} is at least 15 times faster per image than DDPM-{T} on this device "
+                             f"(at batch {batch_size}).", speed >= 15)))
 
 # %%
 if ddpm is not None and d0:
-    display(Markdown(
+    display(answer.add(Markdown(
         f"**Quality.** DDPM-{T} reaches FID-MNIST {fmt(ddpm['FID'])} (class entropy "
         f"{ddpm['class entropy (nats)']:.2f} nats); deterministic DDIM reaches {fmt(d0[smax]['FID'])} with "
         f"{smax} steps and {fmt(d0[smin]['FID'])} with {smin}. The floor, two sets of real digits, is "
         f"{fmt(floor.fid)} at this N."
-    ))
+    )))
 
 # %%
 if d0 and d1:
-    display(Markdown(
+    display(answer.add(Markdown(
         f"**Number of steps and eta.** At {smin} steps, eta = 0 gives FID-MNIST {fmt(d0[smin]['FID'])} "
         f"and eta = 1 gives {fmt(d1[smin]['FID'])}; at {smax} steps, {fmt(d0[smax]['FID'])} and "
         f"{fmt(d1[smax]['FID'])}."
-    ))
+    )))
     g, g_max = kid_gap(d1[smin], d0[smin]), kid_gap(d1[smax], d0[smax])
-    display(Markdown(
+    display(answer.add(Markdown(
         f"Song et al. found the deterministic sampler (eta = 0) ahead at small step counts on CIFAR-10. Here, at "
         f"{smin} steps, the {'deterministic' if g > 0 else 'stochastic'} sampler has the lower KID, "
         f"with a KID gap of {abs(g):.1f} standard deviations of the KID estimate"
         + (f", too small at N = {n_eval} to call either one better." if abs(g) < 2 else ".")
         + f" At {smax} steps the gap is {abs(g_max):.1f} standard deviations in favour of "
         f"eta = {'0' if g_max > 0 else '1'}."
-    ))
+    )))
 
 # %%
 if d0 and d1:
-    by = table[table.method == "ddim"].set_index(["eta", "steps"])["FID"]
-    display(claim(
+    by = grid[grid.method == "ddim"].set_index(["eta", "steps"])["FID"]
+    display(answer.add(claim(
         f"For every eta, more steps help: DDIM at {smax} steps has a lower FID-MNIST than at {smin} steps.",
         all(by[(e, smax)] < by[(e, smin)] for e in etas),
-    ))
+    )))
 
 # %%
 same = d0.get(min(dpm_steps)) if dpm_steps else None
 if same is not None:
     dpm, gap = row(SamplerSpec("dpm++2m", min(dpm_steps))), abs(kid_gap(row(SamplerSpec("dpm++2m", min(dpm_steps))), same))
-    display(claim(
+    display(answer.add(claim(
         f"At the same budget of {min(dpm_steps)} network evaluations, DPM-Solver++(2M) (FID-MNIST "
         f"{fmt(dpm['FID'])}) scores better than first-order DDIM ({fmt(same['FID'])}): its "
         "second-order update uses the previous step's x_0 estimate to follow the curvature of the ODE "
         f"trajectory. The KID gap is {gap:.1f} standard deviations"
         + (f", so at N = {n_eval} this is a direction, not a settled difference." if gap < 2 else "."),
         dpm["FID"] < same["FID"],
-    ))
+    )))
+
+# %%
+display(answer.save(["@tbl-ddim-grid", "@fig-ddim-tradeoff", "@fig-ddim-grid", "@tbl-ddim-inversion"]))

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # the subset of Quarto's documented schema this project uses
 # (quarto.org/docs/reference/projects/books.html, .../formats/html.html, .../formats/typst.html, projects/profiles)
 ALLOWED = {
-    "project": {"type", "output-dir", "pre-render", "post-render", "render", "execute-dir"},
+    "project": {"type", "output-dir", "pre-render", "post-render", "render", "execute-dir", "resources"},
+    "bibliography": None,
     "profile": {"default", "group"},
     "book": {"title", "subtitle", "author", "date", "search", "chapters", "appendices", "downloads", "output-file"},
     "execute": {"enabled", "freeze", "echo", "warning"},
@@ -28,7 +29,8 @@ def _check_keys(cfg: dict, where: str):
                 assert set(opts) <= ALLOWED[f"format.{fmt}"], f"{where}: unknown {fmt} options {set(opts) - ALLOWED[f'format.{fmt}']}"
         else:
             assert section in ALLOWED, f"{where}: unknown top-level key {section!r}"
-            assert set(keys) <= ALLOWED[section], f"{where}: unknown {section} keys {set(keys) - ALLOWED[section]}"
+            if ALLOWED[section] is not None:  # a mapping of options; None: a plain value
+                assert set(keys) <= ALLOWED[section], f"{where}: unknown {section} keys {set(keys) - ALLOWED[section]}"
 
 
 def test_base_config():
@@ -37,6 +39,8 @@ def test_base_config():
     assert cfg["project"]["type"] == "book"
     assert cfg["execute"]["enabled"] is False  # executed notebooks are rendered, never re-executed
     assert (ROOT / cfg["project"]["pre-render"]).exists()
+    assert (ROOT / cfg["bibliography"]).exists()
+    assert cfg["execute"]["echo"] is False  # code is shown only where a cell asks for it
     assert cfg["profile"]["default"] in ("cpu", "gpu")
     assert "chapters" not in cfg.get("book", {})  # arrays merge across profiles: each profile lists its own
 
@@ -48,7 +52,7 @@ def test_profile_lists_every_chapter_in_order(profile):
     chapters = cfg["book"]["chapters"]
     assert chapters[0] == "index.qmd" and (ROOT / "index.qmd").exists()
     expected = [f"results/{profile}/{p.stem}.ipynb" for p in sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))]
-    assert chapters[1:] == expected
+    assert chapters[1:] == expected + ["answers.qmd", "references.qmd"]
     assert cfg["project"]["output-dir"] == f"_book/{profile}"
 
 

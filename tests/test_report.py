@@ -1,25 +1,32 @@
-"""The report, rendered without Quarto and checked in a real browser (headless Chromium)."""
+"""The report, rendered without Quarto and checked as a reader meets it: in a real browser and as a PDF."""
 
 import os
 import re
 import shutil
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
-# what each chapter must answer, found in its rendered page
+# what each page must answer, found in its rendered text
 ANSWERS = {
     "04_schedules": ["Q1: schedules", "Q2: where the model struggles"],
     "05_interpolation": ["Answer to Q3"],
     "06_gan": ["Training stability", "Sample quality", "Diversity", "Computational requirements", "Memorisation"],
     "07_cifar10": ["Comparison with MNIST"],
     "08_ddim": ["Speed.", "Quality.", "Number of steps and eta."],
+    "answers": ["Q1.", "Q2.", "Q3.", "Q4.", "CIFAR-10 against MNIST", "DDIM against DDPM", "Limitations"],
+    "references": ["Denoising Diffusion Probabilistic Models"],
 }
 EXPECTED_CHAPTERS = ["01_unet", "02_process", "03_train", "04_schedules", "05_interpolation", "06_gan", "07_cifar10",
                      "08_ddim"]
+# the pages' printable area on A4 (the renderer's @page margins: 14 mm left and right)
+A4 = (595.28, 841.89)
+MARGIN_PT = 14 / 25.4 * 72
 
 
 def reference_profile() -> str:
@@ -43,9 +50,6 @@ def chromium():
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tools"))
     from render_report import render_plain
 
     exe = chromium()
@@ -67,6 +71,118 @@ def test_reference_results_are_not_stale():
     assert not stale, f"re-execute these {profile} chapters: {stale} (tools/run_chapters.py --profile {profile} --only ...)"
 
 
+# ----------------------------------------------------------------------------- the renderer's Quarto subset
+def test_cell_options_are_read_like_quarto():
+    from render_report import cell_options
+
+    opts, code = cell_options('#| label: fig-x\n#| fig-cap: "A: caption, quoted"\n#| echo: true\nx = 1\n#| not: an option')
+    assert opts == {"label": "fig-x", "fig-cap": "A: caption, quoted", "echo": True}
+    assert code == "x = 1\n#| not: an option"
+
+
+def test_references_resolve_outside_code_only():
+    from render_report import Page, resolve_references
+
+    page = Page("results/cpu/05.ipynb", "results/cpu/05.html", 5)
+    page.markdown = ("See @sec-ddim and @fig-a (@tbl-b).\n\n```python\nx = '@sec-ddim'\n```\n\n"
+                     "Inline `@fig-a` stays; so does an e-mail a@fig-a.org, but @fig-missing is flagged.\n")
+    labels = {"sec-ddim": ("results/cpu/08.html", "Chapter 8"), "fig-a": ("results/cpu/05.html", "Figure 5.1"),
+              "tbl-b": ("answers.html", "Table 2")}
+    missing = resolve_references(page, labels)
+    md = page.markdown
+    assert "[Chapter 8](08.html#sec-ddim)" in md and "[Figure 5.1](#fig-a)" in md and "[Table 2](../../answers.html#tbl-b)" in md
+    assert "x = '@sec-ddim'" in md and "`@fig-a`" in md and "a@fig-a.org" in md
+    assert missing == ["fig-missing"] and "?@fig-missing" in md
+
+
+def test_sections_figures_and_tables_are_numbered():
+    from render_report import Page, caption_markdown_tables, number_floats, number_headings, number_markdown_figures
+
+    page = Page("x.ipynb", "x.html", 4)
+    page.markdown = ("# Schedules {#sec-schedules}\n\n## Setup\n\n## Quality {#sec-q}\n\n### Detail\n\n"
+                     "```\n# not a heading\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n: The numbers {#tbl-n}\n\n"
+                     "![A grid](g.png){#fig-grid width=50%}\n\n| c |\n|---|\n| 3 |\n\n: More {#tbl-m}\n\n"
+                     "## Answers {.unnumbered}\n")
+    number_markdown_figures(page)
+    caption_markdown_tables(page)
+    number_floats(page)
+    number_headings(page)
+    md = page.markdown
+    assert page.title == "4 Schedules"
+    assert '<span class="header-section-number">4.1</span> Setup' in md
+    assert '<span class="header-section-number">4.2.1</span> Detail' in md
+    assert "# not a heading" in md and "Answers {.unnumbered}" in md and "4.3" not in md
+    assert page.labels == {"sec-schedules": ("x.html", "Chapter 4"), "sec-q": ("x.html", "Section 4.2"),
+                           "fig-grid": ("x.html", "Figure 4.1"), "tbl-n": ("x.html", "Table 4.1"),
+                           "tbl-m": ("x.html", "Table 4.2")}  # numbered in the order a reader meets them
+    assert 'Figure 4.1</span>: A grid' in md and 'Table 4.1</span>: The numbers' in md and 'style="width:50%"' in md
+
+
+# ----------------------------------------------------------------------------- the rendered book
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.hrefs = set(), []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "a" and a.get("href"):
+            self.hrefs.append(a["href"])
+
+
+@pytest.mark.slow
+def test_every_internal_link_resolves(site):
+    out, _ = site
+    parsed = {}
+    for page in out.rglob("*.html"):
+        p = _Links()
+        p.feed(page.read_text())
+        parsed[page.resolve()] = p
+    broken = []
+    for page, p in parsed.items():
+        for href in p.hrefs:
+            u = urlsplit(href)
+            if u.scheme in ("http", "https", "mailto"):
+                continue
+            target = (page.parent / unquote(u.path)).resolve() if u.path else page
+            if not target.exists():
+                broken.append(f"{page.relative_to(out.resolve())}: {href} (no such file)")
+            elif u.fragment and target.suffix == ".html" and u.fragment not in parsed[target].ids:
+                broken.append(f"{page.relative_to(out.resolve())}: {href} (no such anchor)")
+    assert not broken, "\n".join(broken[:30])
+
+
+CHECKS = r"""() => {
+  const main = document.querySelector('main');
+  const problems = [];
+  const prose = Array.from(main.querySelectorAll('p, li, figcaption, h1, h2, h3, td, th, .table-caption'))
+    .map(e => e.innerText).join('\n');
+  const raw = prose.match(/(^|[^\w#/.-])@?(sec|fig|tbl)-[a-z0-9]/g);
+  if (raw) problems.push('raw cross-reference text: ' + raw.slice(0, 3).join(' | '));
+  if (main.querySelectorAll('.unresolved-ref').length) problems.push('unresolved @ reference');
+  for (const f of main.querySelectorAll('figure')) {
+    const cap = f.querySelector('figcaption');
+    if (!cap || !/^Figure \d+(\.\d+)?: \S/.test(cap.innerText.trim())) problems.push('figure without number and caption: ' + (cap ? cap.innerText : f.innerHTML.slice(0, 80)));
+  }
+  for (const t of main.querySelectorAll('table')) {
+    const block = t.closest('.table-block');
+    const cap = block && block.querySelector('.table-caption');
+    if (!cap || !/^Table \d+(\.\d+)?: \S/.test(cap.innerText.trim())) problems.push('table without number and caption: ' + t.innerText.slice(0, 60));
+  }
+  for (const pre of main.querySelectorAll('pre')) {
+    if (pre.offsetParent !== null && pre.scrollWidth > pre.clientWidth + 1) problems.push('code wider than its column: ' + pre.innerText.slice(0, 60));
+    if (pre.classList.contains('output') && !pre.innerText.trim()) problems.push('empty output box');
+    const code = pre.innerText;
+    if (/^(import |from \S+ import |profile = |results_dir = )/m.test(code) && !pre.closest('.source-excerpt'))
+      problems.push('a parameter or setup cell is shown: ' + code.slice(0, 60));
+  }
+  for (const d of main.querySelectorAll('.output-html')) if (!d.innerText.trim()) problems.push('empty output box');
+  return problems;
+}"""
+
+
 @pytest.mark.slow
 def test_every_page_in_a_real_browser(site):
     from playwright.sync_api import sync_playwright
@@ -77,8 +193,8 @@ def test_every_page_in_a_real_browser(site):
     shots = ARTIFACTS / "screenshots"
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)
-    pages = sorted(out.glob("*.html"))
-    assert {p.stem for p in pages} >= {"index", *EXPECTED_CHAPTERS}
+    pages = sorted(p for p in out.rglob("*.html") if p.name != "print.html")
+    assert {p.stem for p in pages} >= {"index", "answers", "references", *EXPECTED_CHAPTERS}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=exe, args=[a for a in CHROMIUM_FLAGS if a != "--headless"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -87,7 +203,7 @@ def test_every_page_in_a_real_browser(site):
         for path in pages:
             page.goto(path.as_uri(), wait_until="load")
             assert page.title(), path.name
-            text = page.inner_text("body")
+            text = page.inner_text("main")
             assert len(text) > 200, f"{path.name} is nearly empty"
             broken = page.evaluate(
                 "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)")
@@ -97,24 +213,143 @@ def test_every_page_in_a_real_browser(site):
             assert page.locator(".claim-warning").count() == 0, \
                 f"{path.name}: {page.locator('.claim-warning').first.inner_text()}"
             for needle in ANSWERS.get(path.stem, []):
-                assert needle in text, f"{path.name} lacks its answer ({needle!r})"
+                assert needle in text, f"{path.name} lacks {needle!r}"
+            problems = page.evaluate(CHECKS)
+            assert not problems, f"{path.name}: " + "; ".join(problems[:5])
             page.screenshot(path=str(shots / f"{path.stem}.png"), full_page=False)
         assert not errors, errors
         browser.close()
-    assert len(list(shots.glob("*.png"))) == len(pages)
 
 
 @pytest.mark.slow
-def test_pdf_has_every_chapter(site):
+def test_code_is_a_small_share_of_the_book(site):
+    from book_stats import code_share
+
+    out, _ = site
+    share = code_share(out)
+    assert share["code_share"] < 0.30, share
+
+
+@pytest.mark.slow
+def test_pdf_is_a4_with_an_outline_every_chapter_and_nothing_past_the_margin(site):
+    from pdfminer.high_level import extract_pages
+    from pdfminer.layout import LTChar, LTTextContainer
     from pypdf import PdfReader
 
     out, _ = site
-    reader = PdfReader(out / "report.pdf")
-    text = re.sub(r"\s+", " ", " ".join(p.extract_text() for p in reader.pages)).replace("ﬀ", "ff")
-    titles = re.findall(r"<title>(.*?) ·", " ".join((out / f"{c}.html").read_text()[:2000] for c in EXPECTED_CHAPTERS))
-    assert len(titles) == len(EXPECTED_CHAPTERS)
-    for t in titles:
-        assert t.replace("&amp;", "&") in text, f"chapter {t!r} missing from the PDF"
+    pdf = out / "report.pdf"
+    reader = PdfReader(pdf)
     assert len(reader.pages) >= 2 * len(EXPECTED_CHAPTERS)
+    for p in reader.pages:
+        w, h = float(p.mediabox.width), float(p.mediabox.height)
+        assert abs(w - A4[0]) < 2 and abs(h - A4[1]) < 2, (w, h)
+    outline = reader.outline
+    assert len(outline) >= len(EXPECTED_CHAPTERS), "the PDF has no document outline"
+    text = re.sub(r"\s+", " ", " ".join(p.extract_text() for p in reader.pages)).replace("ﬀ", "ff")
+    assert "Contents" in text[:3000]
+    for title in ("The U-Net", "Training and sampling", "Noise schedules", "Interpolating", "Diffusion against a GAN",
+                  "CIFAR-10", "DDIM", "Answers", "References"):
+        assert title in text, f"{title!r} missing from the PDF"
+    right = A4[0] - MARGIN_PT + 1.0
+    past = []
+    for i, layout in enumerate(extract_pages(pdf)):
+        for box in layout:
+            if isinstance(box, LTTextContainer):
+                for line in box:
+                    for ch in getattr(line, "_objs", []):
+                        if isinstance(ch, LTChar) and ch.get_text().strip() and ch.x1 > right:
+                            past.append((i + 1, ch.get_text(), round(ch.x1, 1)))
+    assert not past, f"text past the right margin: {past[:10]}"
     ARTIFACTS.mkdir(exist_ok=True)
-    shutil.copy(out / "report.pdf", ARTIFACTS / "report.pdf")
+    shutil.copy(pdf, ARTIFACTS / "report.pdf")
+
+
+# ----------------------------------------------------------------------------- the live sampler
+@pytest.fixture
+def served(site):
+    """The rendered site over http on localhost (the widget's model cannot load from file://)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    out, exe = site
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    def serve(folder: Path):
+        srv = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}"
+
+    servers: list = []
+    yield out, exe, serve
+    for srv in servers:
+        srv.shutdown()
+
+
+def _open_sampler(page, url):
+    page.goto(url)
+    page.wait_for_function("() => { const s = document.querySelector('.live-sampler .ls-status');"
+                           " return s && /ready|unavailable/.test(s.textContent); }", timeout=120_000)
+    return page.inner_text(".live-sampler .ls-status")
+
+
+@pytest.mark.slow
+def test_the_live_sampler_draws_what_python_draws(served):
+    import numpy as np
+    import torch
+    from playwright.sync_api import sync_playwright
+
+    from diffusion_lib.diffusion.portable_noise import portable_normal
+    from diffusion_lib.diffusion.samplers import ddim_sample, timestep_sequence
+    from diffusion_lib.diffusion.schedules import NoiseSchedule
+    from diffusion_lib.nets.onnx import OnnxModel
+    from render_report import CHROMIUM_FLAGS
+
+    out, exe, serve = served
+    if not (out / "widget" / "ort" / "ort.wasm.min.js").exists():
+        pytest.skip("npm was unavailable when the report was rendered, so the widget has no runtime")
+    base = serve(out)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=[a for a in CHROMIUM_FLAGS if a != "--headless"])
+        page = browser.new_page()
+        status = _open_sampler(page, f"{base}/index.html")
+        assert status.startswith("ready"), status
+        res = page.evaluate("document.querySelector('.live-sampler').liveSampler.run(7, 20, 0)")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(".live-sampler").first.screenshot(path=str(ARTIFACTS / "live-sampler.png"))
+        browser.close()
+    assert res["ms"] < 10_000, f"a 4x4 grid of DDIM-20 digits took {res['ms']:.0f} ms in the browser"
+    model = OnnxModel(out / "widget" / "model.onnx")
+    schedule = NoiseSchedule.from_name(model.meta["schedule"], model.meta["noise_steps"])
+    x_T = torch.from_numpy(portable_normal(7, 16 * 28 * 28)).reshape(16, 1, 28, 28)
+    expected = ddim_sample(model, schedule, x_T, steps=20, eta=0.0)
+    got = torch.tensor(np.array(res["x"], dtype=np.float32)).reshape(16, 1, 28, 28)
+    assert res["t"] == timestep_sequence(schedule.num_steps, 20, "uniform")
+    assert (got - expected).abs().max().item() < 1e-3
+
+
+@pytest.mark.slow
+def test_the_live_sampler_says_so_when_the_model_is_absent(served, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from render_report import CHROMIUM_FLAGS
+
+    out, exe, serve = served
+    bare = tmp_path / "site"
+    shutil.copytree(out, bare)
+    for f in ("model.onnx", "model.json"):
+        (bare / "widget" / f).unlink(missing_ok=True)
+    base = serve(bare)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=[a for a in CHROMIUM_FLAGS if a != "--headless"])
+        page = browser.new_page()
+        status = _open_sampler(page, f"{base}/index.html")
+        assert "unavailable" in status and "model" in status, status
+        assert page.locator(".live-sampler canvas").first.is_hidden()
+        status_file = _open_sampler(page, (bare / "index.html").as_uri())  # opened from disk: one clear sentence
+        assert "served over http" in status_file, status_file
+        browser.close()

@@ -5,15 +5,26 @@
 **With Quarto** on PATH (``auto``), this runs ``quarto render --profile <profile>``:
 the book is configured in ``_quarto.yml`` and ``_quarto-<profile>.yml``; the
 executed notebooks are rendered as they are, never re-executed; HTML and PDF
-(Typst) go to ``_book/<profile>/``.
+(Typst, A4) go to ``_book/<profile>/``.
 
-**Without Quarto** it builds the same report with standard tools into
-``report/<profile>/``: each executed notebook is turned into Markdown (code,
-outputs, figures with their ``fig-cap`` captions), converted by pandoc (from the
-``pypandoc_binary`` wheel) into HTML with MathML, so formulas render with no
-network, and linked into a site in the book's chapter order (front page first,
-previous/next navigation, a contents sidebar). The PDF is the same pages printed
-by headless Chromium (``report.pdf``).
+**Without Quarto** it builds the same book with standard tools into
+``report/<profile>/``, honouring the subset of Quarto's syntax the chapters use,
+the same way Quarto does:
+
+- cell options ``#| include``, ``#| echo`` (default from ``_quarto.yml``),
+  ``#| output``, ``#| code-fold``, ``#| label: fig-..``/``tbl-..``,
+  ``#| fig-cap``, ``#| tbl-cap``; Papermill's parameter cells are never shown;
+- numbered chapters, sections, figures and tables (``Figure 4.2``), and the
+  cross-references ``@sec-``, ``@fig-``, ``@tbl-`` resolved to links across pages
+  (never inside code);
+- ``{{< include file >}}`` and ``[@key]`` citations from ``references.bib``
+  (pandoc's citeproc), with the bibliography on the references page;
+- the same page layout as the Quarto book (``index.html``, the chapters under
+  ``results/<profile>/``, the back matter at the root).
+
+Pages are converted by pandoc (bundled in the ``pypandoc_binary`` wheel) to HTML
+with MathML, so formulas render offline. ``report.pdf`` is all pages printed by
+headless Chromium on A4, with a table of contents and a document outline.
 """
 
 from __future__ import annotations
@@ -21,182 +32,484 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import os
+import posixpath
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-import headline  # noqa: E402
+import prerender  # noqa: E402
+
+BOOK_TITLE = "Diffusion models from scratch"
 
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222; line-height: 1.5; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222; line-height: 1.55; }
 .layout { display: flex; }
-nav.sidebar { width: 16rem; flex: none; padding: 1rem; border-right: 1px solid #ddd; font-size: 0.9rem;
+nav.sidebar { width: 17rem; flex: none; padding: 1rem; border-right: 1px solid #ddd; font-size: 0.9rem;
               position: sticky; top: 0; height: 100vh; overflow-y: auto; box-sizing: border-box; }
 nav.sidebar a { display: block; padding: 0.2rem 0; color: #2c5d8f; text-decoration: none; }
 nav.sidebar a.current { font-weight: bold; color: #000; }
-main { max-width: 60rem; padding: 1rem 2rem; min-width: 0; }
+main { max-width: 52rem; padding: 1rem 2rem; min-width: 0; }
 .pager { display: flex; justify-content: space-between; border-top: 1px solid #ddd; margin-top: 2rem;
          padding-top: 0.5rem; }
-pre { background: #f6f8fa; padding: 0.6rem; overflow-x: auto; font-size: 0.85rem; }
+pre { background: #f6f8fa; padding: 0.6rem; font-size: 0.82rem; white-space: pre-wrap; overflow-wrap: anywhere; }
 pre.output { background: #fff; border-left: 3px solid #ccc; }
-figure { margin: 1rem 0; } figure img { max-width: 100%; } figcaption { font-size: 0.9rem; color: #444; }
-table { border-collapse: collapse; font-size: 0.85rem; margin: 0.5rem 0; }
-th, td { border: 1px solid #ddd; padding: 0.2rem 0.5rem; }
+details.code-fold > summary { cursor: pointer; color: #555; font-size: 0.85rem; }
+figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto; }
+figcaption, .table-caption { font-size: 0.9rem; color: #333; }
+.figure-number, .table-number { font-weight: bold; }
+.table-block { margin: 1.2rem 0; overflow-x: auto; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.3rem 0; }
+th, td { border: 1px solid #ddd; padding: 0.2rem 0.5rem; text-align: left; vertical-align: top; }
 .claim-warning { border: 2px solid #c0392b; background: #fdecea; padding: 6px; }
-div.injected-parameters::before { content: "parameters injected by Papermill for this profile"; font-size: 0.8rem;
-                                 color: #666; }
-@media print { nav.sidebar, .pager { display: none; } main { max-width: none; } .chapter { break-before: page; } }
+.unresolved-ref { color: #c0392b; font-weight: bold; }
+.source-note { font-size: 0.8rem; color: #666; margin-top: -0.6rem; }
+.header-section-number { margin-right: 0.4em; }
+.toc ol { list-style: none; padding-left: 1.2rem; }
+.live-sampler { border: 1px solid #ccd; border-radius: 6px; padding: 0.6rem 1rem; margin: 1rem 0; background: #fafbff; }
+.live-sampler .ls-controls label { margin-right: 1rem; font-size: 0.9rem; }
+.live-sampler input[type=number] { width: 5rem; }
+.live-sampler .ls-panes { display: flex; gap: 1.5rem; flex-wrap: wrap; }
+.live-sampler canvas { width: 232px; image-rendering: pixelated; border: 1px solid #ddd; }
+.live-sampler .ls-scrub { width: 100%; max-width: 500px; }
+.live-sampler-unavailable canvas, .live-sampler-unavailable .ls-scrub { display: none; }
+.title-page { text-align: center; padding-top: 30vh; }
+@page { size: A4; margin: 16mm 14mm 16mm 14mm; }
+@media print {
+  nav.sidebar, .pager, .live-sampler { display: none; }
+  main { max-width: none; padding: 0; }
+  .chapter, .toc { break-before: page; }
+  figure, .table-block, pre { break-inside: avoid; }
+  details.code-fold > summary { display: none; }
+  a { color: inherit; text-decoration: none; }
+}
 """
 
 
-def chapter_title(nb) -> str:
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("# "):
-                    return re.sub(r"\s*\{#.*\}\s*$", "", line[2:]).strip()
-    return "untitled"
+# ----------------------------------------------------------------------------- the book's pages
+@dataclass
+class Page:
+    src: str  # project-relative source (index.qmd, results/cpu/03_train.ipynb, ...)
+    out: str  # project-relative output page (index.html, results/cpu/03_train.html, ...)
+    number: int | None = None  # chapter number; None for unnumbered pages
+    title: str = ""
+    markdown: str = ""
+    labels: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (page.out, "Figure 3.1")
+
+    @property
+    def stem(self) -> str:
+        return Path(self.src).stem
 
 
-def section_ids(nb) -> list[str]:
-    return [m.group(1) for c in nb.cells if c.cell_type == "markdown" for m in re.finditer(r"\{#(sec-[\w-]+)\}", c.source)]
+def book_config(profile: str) -> tuple[list[str], dict]:
+    """The chapter list of the profile's book and the merged options of ``_quarto.yml``."""
+    base = yaml.safe_load((ROOT / "_quarto.yml").read_text())
+    prof = yaml.safe_load((ROOT / f"_quarto-{profile}.yml").read_text())
+    return prof["book"]["chapters"], base
 
 
-def _cell_options(source: str) -> tuple[dict[str, str], str]:
-    """Quarto ``#| key: value`` lines at the top of a code cell, and the code without them."""
-    opts, body = {}, []
+def _first_heading(text: str) -> tuple[str, str]:
+    """The first level-1 heading's text and its attribute block."""
+    for line in _outside_code_lines(text):
+        m = re.match(r"#\s+(.*?)\s*(\{[^}]*\})?\s*$", line)
+        if m:
+            return m.group(1), m.group(2) or ""
+    return "untitled", ""
+
+
+def _outside_code_lines(text: str):
+    fence = None
+    for line in text.splitlines():
+        m = re.match(r"\s*(```+|~~~+)", line)
+        if m:
+            if fence is None:
+                fence = m.group(1)[0] * 3
+            elif line.strip().startswith(fence):
+                fence = None
+            continue
+        if fence is None:
+            yield line
+
+
+# ----------------------------------------------------------------------------- notebooks and qmd to markdown
+def cell_options(source: str) -> tuple[dict, str]:
+    """Quarto ``#| key: value`` lines at the top of a code cell (YAML values), and the code without them."""
+    opts, body, header = {}, [], True
     for line in source.splitlines():
-        m = re.match(r"#\|\s*([\w-]+):\s*(.*)", line)
-        if m and not body:
-            opts[m.group(1)] = m.group(2).strip().strip('"')
+        m = re.match(r"#\|\s*([\w-]+):\s*(.*)$", line) if header else None
+        if m:
+            opts[m.group(1)] = yaml.safe_load(m.group(2)) if m.group(2).strip() else ""
         else:
+            header = False
             body.append(line)
     return opts, "\n".join(body).strip("\n")
 
 
-def notebook_markdown(nb, stem: str, fig_dir: Path) -> str:
-    """The executed notebook as pandoc Markdown; images are written to ``fig_dir``."""
-    parts, n_img = [], 0
+def _include(text: str, base: Path) -> str:
+    """Expand ``{{< include path >}}`` (``/path`` is relative to the project root), recursively."""
+    def repl(m: re.Match) -> str:
+        target = m.group(1).strip()
+        path = ROOT / target.lstrip("/") if target.startswith("/") else base / target
+        return _include(path.read_text(), path.parent) if path.exists() else f"**missing include: {target}**"
+    return re.sub(r"\{\{<\s*include\s+(\S+)\s*>\}\}", repl, text)
+
+
+_REPR = re.compile(r"^<[\w.]+( [^>]*)?>$|^\[<[\w.]+.*>\]$", re.S)
+
+
+_MARK = "\x00{kind}:{label}\x00"  # numbered later, in document order (number_floats)
+
+
+def _figure(label: str, cap: str, img: str, style: str = "") -> str:
+    head = _MARK.format(kind="Figure", label=label) + ": " if label.startswith("fig-") else ""
+    fid = f' id="{label}"' if label else ""
+    return (f'<figure{fid}><img src="{img}" alt="{html.escape(cap or "figure")}"{style}>'
+            f"<figcaption>{head}{html.escape(cap)}</figcaption></figure>")
+
+
+def _table(label: str, cap: str, body: str, cap_is_markdown: bool = False) -> str:
+    fid = f' id="{label}"' if label else ""
+    caption = cap if cap_is_markdown else html.escape(cap)
+    return (f'<div class="table-block"{fid}>\n<p class="table-caption">{_MARK.format(kind="Table", label=label)}: '
+            f"{caption}</p>\n\n{body}\n\n</div>")
+
+
+def number_floats(page: Page) -> None:
+    """Number figures and tables in the order a reader meets them (Figure 4.1, Table 4.1, ...); record labels."""
+    counts = {"Figure": 0, "Table": 0}
+
+    def repl(m: re.Match) -> str:
+        kind, label = m.group(1), m.group(2)
+        counts[kind] += 1
+        num = f"{page.number}.{counts[kind]}" if page.number is not None else str(counts[kind])
+        if label:
+            page.labels[label] = (page.out, f"{kind} {num}")
+        return f'<span class="{kind.lower()}-number">{kind} {num}</span>'
+
+    page.markdown = re.sub("\x00(Figure|Table):([\\w-]*)\x00", repl, page.markdown)
+
+
+def notebook_markdown(nb, page: Page, fig_dir: Path, echo_default: bool) -> str:
+    """An executed notebook as pandoc Markdown, honouring the Quarto cell options; figures go to ``fig_dir``."""
+    parts = []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            parts.append(cell.source)
+            parts.append(_include(cell.source, ROOT))
             continue
         if cell.cell_type != "code":
             continue
         tags = cell.metadata.get("tags", [])
-        opts, code = _cell_options(cell.source)
-        label = " .injected-parameters" if "injected-parameters" in tags else ""
-        if code:
-            parts.append(f"```{{.python .cell-code{label}}}\n{code}\n```")
+        opts, code = cell_options(cell.source)
+        if opts.get("include") is False or {"parameters", "injected-parameters"} & set(tags):
+            continue
+        if opts.get("echo", echo_default) and code:
+            block = f"```{{.python .cell-code}}\n{code}\n```"
+            parts.append(f'<details class="code-fold"><summary>Code</summary>\n\n{block}\n\n</details>'
+                         if opts.get("code-fold") else block)
+        if opts.get("output") is False:
+            continue
+        label, fig_cap, tbl_cap = str(opts.get("label", "")), str(opts.get("fig-cap", "")), str(opts.get("tbl-cap", ""))
         for out in cell.get("outputs", []):
-            if out.output_type == "stream":
-                text = out.text
-                if out.name == "stderr" and ("\r" in text or "Warning" in text):
-                    continue  # progress bars and library warnings
-                parts.append("```{.output}\n" + text.rstrip() + "\n```")
-            elif out.output_type == "error":
-                tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(out.get("traceback", [])))
-                parts.append("```{.output .error}\n" + tb + "\n```")
-            elif out.output_type in ("display_data", "execute_result"):
-                data = out.get("data", {})
-                if "image/png" in data:
-                    n_img += 1
-                    name = f"{stem}_{n_img}.png"
-                    (fig_dir / name).write_bytes(base64.b64decode(data["image/png"]))
-                    cap = html.escape(opts.get("fig-cap", ""))
-                    fid = f' id="{opts["label"]}"' if opts.get("label", "").startswith("fig-") else ""
-                    parts.append(f'<figure{fid}><img src="figures/{name}" alt="{cap or "figure"}">'
-                                 + (f"<figcaption>{cap}</figcaption>" if cap else "") + "</figure>")
-                elif "text/html" in data:
-                    cap = opts.get("tbl-cap", "")
-                    parts.append(("<p class=\"table-caption\"><em>" + html.escape(cap) + "</em></p>\n" if cap else "")
-                                 + "<div class=\"output-html\">\n" + data["text/html"] + "\n</div>")
-                elif "text/markdown" in data:
-                    parts.append(data["text/markdown"])
-                elif "text/plain" in data:
-                    parts.append("```{.output}\n" + data["text/plain"] + "\n```")
-    return "\n\n".join(parts) + "\n"
+            parts.append(_output_markdown(out, page, fig_dir, label, fig_cap, tbl_cap))
+    return "\n\n".join(p for p in parts if p) + "\n"
 
 
-def _pandoc(markdown: str, title: str) -> str:
+def _output_markdown(out, page: Page, fig_dir: Path, label: str, fig_cap: str, tbl_cap: str) -> str:
+    if out.output_type == "stream":
+        text = out.text.strip("\n")
+        if out.name == "stderr" or not text.strip():
+            return ""  # progress bars and library warnings stay out of the book; no empty boxes
+        return "```{.output}\n" + text + "\n```"
+    if out.output_type == "error":
+        tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(out.get("traceback", [])))
+        return "```{.output .error}\n" + tb + "\n```"
+    data = out.get("data", {})
+    if "image/png" in data:
+        n = len(list(fig_dir.glob(f"{page.stem}_*.png"))) + 1
+        name = f"{page.stem}_{n}.png"
+        (fig_dir / name).write_bytes(base64.b64decode(data["image/png"]))
+        rel = posixpath.relpath(f"figures/{name}", posixpath.dirname(page.out) or ".")
+        return _figure(label, fig_cap, rel)
+    if "text/html" in data:
+        body = "<div class=\"output-html\">\n" + data["text/html"] + "\n</div>"
+        return _table(label, tbl_cap, body) if (tbl_cap or label.startswith("tbl-")) else body
+    if "text/markdown" in data:
+        return data["text/markdown"]
+    text = data.get("text/plain", "")
+    if not text.strip() or _REPR.match(text.strip()):
+        return ""  # an object's repr (a figure, an axis), not a result
+    return "```{.output}\n" + text + "\n```"
+
+
+def qmd_markdown(path: Path) -> str:
+    text = path.read_text()
+    text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)  # front matter
+    return _include(text, path.parent)
+
+
+# ----------------------------------------------------------------------------- numbering and references
+_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*(\{[^}]*\})?\s*$")
+
+
+def number_headings(page: Page) -> None:
+    """Number sections (3, 3.1, ...) outside code, record their labels, and set the page's title."""
+    counters = [0] * 7
+    lines, fence = [], None
+    for line in page.markdown.splitlines():
+        m = re.match(r"\s*(```+|~~~+)", line)
+        if m:
+            fence = None if fence else m.group(1)[0] * 3
+            lines.append(line)
+            continue
+        h = _HEADING.match(line) if fence is None else None
+        if not h:
+            lines.append(line)
+            continue
+        level, text, attrs = len(h.group(1)), h.group(2), h.group(3) or ""
+        unnumbered = page.number is None or ".unnumbered" in attrs or re.search(r"(^|\s)-(\s|\})", attrs)
+        number = ""
+        if not unnumbered:
+            if level == 1:
+                number = str(page.number)
+            else:
+                counters[level] += 1
+                counters[level + 1:] = [0] * (6 - level)
+                number = ".".join([str(page.number)] + [str(c) for c in counters[2:level + 1]])
+        m_id = re.search(r"#([\w-]+)", attrs)
+        if m_id and m_id.group(1).startswith("sec-"):
+            kind = "Chapter" if level == 1 else "Section"
+            page.labels[m_id.group(1)] = (page.out, f"{kind} {number}" if number else text)
+        if level == 1 and not page.title:
+            page.title = f"{number} {text}".strip()
+        span = f'<span class="header-section-number">{number}</span> ' if number else ""
+        lines.append(f"{h.group(1)} {span}{text} {attrs}".rstrip())
+    page.markdown = "\n".join(lines) + "\n"
+
+
+def caption_markdown_tables(page: Page) -> None:
+    """Markdown tables captioned Quarto's way (``: caption {#tbl-x}``) become numbered, labelled blocks."""
+    lines = page.markdown.splitlines()
+    out: list[str] = []
+    for line in lines:
+        m = re.match(r"^:\s+(.*?)\s*\{#(tbl-[\w-]+)\}\s*$", line)
+        if not m:
+            out.append(line)
+            continue
+        while out and not out[-1].strip():
+            out.pop()
+        start = len(out)
+        while start > 0 and out[start - 1].lstrip().startswith("|"):
+            start -= 1
+        table = out[start:]
+        del out[start:]
+        out += _table(m.group(2), m.group(1), "\n".join(table), cap_is_markdown=True).splitlines()
+    page.markdown = "\n".join(out) + "\n"
+
+
+def number_markdown_figures(page: Page) -> None:
+    """Markdown images labelled Quarto's way (``![cap](src){#fig-x width=60%}``) become figures."""
+    def repl(m: re.Match) -> str:
+        cap, src, label, attrs = m.group(1), m.group(2), m.group(3), m.group(4)
+        width = re.search(r"width=([\w.%]+)", attrs)
+        return _figure(label, cap, src, f' style="width:{width.group(1)}"' if width else "")
+    page.markdown = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)\{#(fig-[\w-]+)([^}]*)\}", repl, page.markdown)
+
+
+_REF = re.compile(r"(?<![\w@/])(-?)@((?:sec|fig|tbl)-[A-Za-z0-9_-]*[A-Za-z0-9_])")
+
+
+def _split_code(text: str) -> list[tuple[bool, str]]:
+    """(is_code, piece): fenced blocks, <pre> blocks and inline code spans are code."""
+    pieces, pos = [], 0
+    pattern = re.compile(r"(^(```+|~~~+)[^\n]*\n.*?^\2[ \t]*$)|(<pre[\s>].*?</pre>)|(`+)(?:.+?)\4", re.S | re.M)
+    for m in pattern.finditer(text):
+        pieces.append((False, text[pos:m.start()]))
+        pieces.append((True, m.group(0)))
+        pos = m.end()
+    pieces.append((False, text[pos:]))
+    return pieces
+
+
+def resolve_references(page: Page, labels: dict[str, tuple[str, str]]) -> list[str]:
+    """Replace ``@sec-``/``@fig-``/``@tbl-`` outside code with links; returns the labels that did not resolve."""
+    missing: list[str] = []
+    here = posixpath.dirname(page.out) or "."
+
+    def repl(m: re.Match) -> str:
+        label = m.group(2)
+        if label not in labels:
+            missing.append(label)
+            return f'<span class="unresolved-ref">?@{label}</span>'
+        target, text = labels[label]
+        href = posixpath.relpath(target, here) if target != page.out else ""
+        return f"[{text}]({href}#{label})"
+
+    page.markdown = "".join(piece if is_code else _REF.sub(repl, piece)
+                            for is_code, piece in _split_code(page.markdown))
+    return missing
+
+
+def cited_keys(markdown: str, bib_keys: set[str]) -> set[str]:
+    found = set()
+    for is_code, piece in _split_code(markdown):
+        if not is_code:
+            found |= set(re.findall(r"@([\w:.-]*\w)", piece)) & bib_keys
+    return found
+
+
+def bib_keys(bib: Path) -> set[str]:
+    return set(re.findall(r"@\w+\{([^,\s]+),", bib.read_text())) if bib.exists() else set()
+
+
+# ----------------------------------------------------------------------------- pandoc and pages
+def _pandoc(markdown: str, title: str, bib: Path | None, nocite: set[str] | None = None) -> str:
     import pypandoc
 
-    return pypandoc.convert_text(
-        markdown, "html5", format="markdown+raw_html+tex_math_dollars-implicit_figures",
-        extra_args=["--mathml", "--section-divs", f"--metadata=pagetitle:{title}", "--wrap=none"],
-    )
+    args = ["--mathml", "--section-divs", f"--metadata=pagetitle:{title}", "--wrap=none"]
+    if bib is not None:
+        args += ["--citeproc", f"--bibliography={bib}", "--metadata=link-citations:true"]
+        if nocite:
+            args.append("--metadata=nocite:" + ", ".join(f"@{k}" for k in sorted(nocite)))
+        else:
+            args.append("--metadata=suppress-bibliography:true")
+    return pypandoc.convert_text(markdown, "html5", format="markdown+raw_html+tex_math_dollars-implicit_figures",
+                                 extra_args=args)
 
 
-def _resolve_refs(text: str, sec_pages: dict[str, str]) -> str:
-    """Quarto cross-references to chapters (@sec-x) become links to their pages."""
-    return re.sub(r"@(sec-[\w-]+)", lambda m: f"[{m.group(1)}]({sec_pages[m.group(1)]})" if m.group(1) in sec_pages
-                  else m.group(0), text)
-
-
-def _page(title: str, body: str, nav: str, pager: str, profile: str) -> str:
+def _page_html(title: str, body: str, nav: str, pager: str, profile: str, css: str) -> str:
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{html.escape(title)} · Diffusion models from scratch ({profile})</title>"
-            f"<link rel='stylesheet' href='style.css'></head><body><div class='layout'>{nav}"
+            f"<title>{html.escape(title)} · {BOOK_TITLE} ({profile})</title>"
+            f"<link rel='stylesheet' href='{css}'></head><body><div class='layout'>{nav}"
             f"<main>{body}{pager}</main></div></body></html>")
 
 
-def render_plain(profile: str, out_root: Path, pdf: bool = True) -> Path:
+def build_pages(profile: str, site: Path) -> list[Page]:
+    """Every page of the profile's book as numbered Markdown with resolved references."""
     import nbformat
 
-    src = ROOT / "results" / profile
-    notebooks = sorted(src.glob("[0-9][0-9]_*.ipynb"))
-    if not notebooks:
-        raise SystemExit(f"error: no executed chapters in {src}; run `make results PROFILE={profile}` first")
-    headline.main([profile])
+    entries, base = book_config(profile)
+    echo_default = bool(base.get("execute", {}).get("echo", True))
+    (site / "figures").mkdir(parents=True, exist_ok=True)
+    pages, number = [], 0
+    for src in entries:
+        path = ROOT / src
+        if not path.exists():
+            raise SystemExit(f"error: {src} does not exist; run `make results PROFILE={profile}` first")
+        out = str(Path(src).with_suffix(".html"))
+        raw = qmd_markdown(path) if path.suffix == ".qmd" else None
+        nb = nbformat.read(path, as_version=4) if raw is None else None
+        first = raw if raw is not None else next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
+        _, attrs = _first_heading(first)
+        numbered = ".unnumbered" not in attrs
+        number += numbered
+        page = Page(src, out, number if numbered else None)
+        page.markdown = raw if raw is not None else notebook_markdown(nb, page, site / "figures", echo_default)
+        number_markdown_figures(page)
+        caption_markdown_tables(page)
+        number_floats(page)
+        number_headings(page)
+        pages.append(page)
+    labels = {k: v for p in pages for k, v in p.labels.items()}
+    missing = [f"{p.src}: @{m}" for p in pages for m in resolve_references(p, labels)]
+    if missing:
+        print("warning: unresolved cross-references (shown in red): " + ", ".join(missing), file=sys.stderr)
+    return pages
+
+
+def _nav(pages: list[Page], current: Page, profile: str) -> str:
+    here = posixpath.dirname(current.out) or "."
+    links = "".join(f"<a href='{posixpath.relpath(p.out, here)}'{' class=current' if p is current else ''}>"
+                    f"{html.escape(p.title)}</a>" for p in pages)
+    pdf = posixpath.relpath("report.pdf", here)
+    return (f"<nav class='sidebar'><b>{BOOK_TITLE}</b><br><small>profile {profile}</small>{links}"
+            f"<a href='{pdf}'>PDF</a></nav>")
+
+
+def _rebase_links(body: str, page: Page, refs_page: Page | None) -> str:
+    """Citation links point at the references page; everything else is already relative to this page."""
+    if refs_page is None or refs_page is page:
+        return body
+    target = posixpath.relpath(refs_page.out, posixpath.dirname(page.out) or ".")
+    return re.sub(r'href="#(ref-[^"]+)"', rf'href="{target}#\1"', body)
+
+
+def render_plain(profile: str, out_root: Path, pdf: bool = True) -> Path:
+    """Render the profile's book without Quarto into ``out_root/<profile>``; returns that folder."""
+    if not sorted((ROOT / "results" / profile).glob("[0-9][0-9]_*.ipynb")):
+        raise SystemExit(f"error: no executed chapters in results/{profile}; run `make results PROFILE={profile}` first")
+    prerender.main([profile])
     out = out_root / profile
-    tmp = Path(tempfile.mkdtemp(prefix=f".{profile}.", dir=out_root if out_root.exists() else None))
-    (tmp / "figures").mkdir()
-    (tmp / "style.css").write_text(CSS)
-    chapters = []
-    for path in notebooks:
-        nb = nbformat.read(path, as_version=4)
-        chapters.append({"stem": path.stem, "title": chapter_title(nb), "nb": nb, "secs": section_ids(nb)})
-    sec_pages = {s: f"{c['stem']}.html" for c in chapters for s in c["secs"]}
-    pages = [{"stem": "index", "title": "Preface"}] + chapters
-    index_md = (ROOT / "index.qmd").read_text().replace("{{< include _headline.md >}}",
-                                                      (ROOT / "_headline.md").read_text())
-    for img in re.findall(r"\]\((results/[^)]+\.png)\)", index_md):  # the headline's sample grid
-        shutil.copy(ROOT / img, tmp / "figures" / Path(img).name)
-        index_md = index_md.replace(f"]({img})", f"](figures/{Path(img).name})")
-    index_md = re.sub(r"\{#fig-[\w-]+[^}]*\}", "", index_md)
-    bodies = {"index": _pandoc(_resolve_refs(index_md, sec_pages), "Preface")}
-    for c in chapters:
-        md = notebook_markdown(c["nb"], c["stem"], tmp / "figures")
-        bodies[c["stem"]] = _pandoc(_resolve_refs(md, sec_pages), c["title"])
+    out_root.mkdir(parents=True, exist_ok=True)
+    site = Path(tempfile.mkdtemp(prefix=f".{profile}.", dir=out_root))
+    (site / "style.css").write_text(CSS)
+    pages = build_pages(profile, site)
+    for img in {m for p in pages for m in re.findall(r'src="((?:\.\./)*results/[^"]+\.png)"', p.markdown)}:
+        dest = site / posixpath.normpath(img.lstrip("./"))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / posixpath.normpath(img.lstrip("./")), dest)
+    shutil.copytree(ROOT / "params" / profile, site / "params" / profile)
+    subprocess.run([sys.executable, str(ROOT / "tools" / "widget_assets.py"), profile], check=False)
+    shutil.copytree(ROOT / "widget", site / "widget")
+    bib = ROOT / "references.bib"
+    keys = bib_keys(bib)
+    cited = set().union(*(cited_keys(p.markdown, keys) for p in pages))
+    refs_page = next((p for p in pages if re.search(r"::: *\{#refs\}", p.markdown)), None)
+    bodies = {}
+    for p in pages:
+        body = _pandoc(p.markdown, p.title, bib if keys else None, cited if p is refs_page else None)
+        bodies[p.out] = _rebase_links(body, p, refs_page)
     for i, p in enumerate(pages):
-        nav = "<nav class='sidebar'><b>Diffusion models from scratch</b><br><small>profile " + profile + "</small>" + "".join(
-            f"<a href='{q['stem']}.html'{' class=current' if q is p else ''}>{html.escape(q['title'])}</a>"
-            for q in pages) + "<a href='report.pdf'>PDF</a></nav>"
-        prev_link = f"<a href='{pages[i - 1]['stem']}.html'>&larr; {html.escape(pages[i - 1]['title'])}</a>" if i else "<span></span>"
-        next_link = (f"<a href='{pages[i + 1]['stem']}.html'>{html.escape(pages[i + 1]['title'])} &rarr;</a>"
+        here = posixpath.dirname(p.out) or "."
+        prev_link = (f"<a href='{posixpath.relpath(pages[i - 1].out, here)}'>&larr; {html.escape(pages[i - 1].title)}</a>"
+                     if i else "<span></span>")
+        next_link = (f"<a href='{posixpath.relpath(pages[i + 1].out, here)}'>{html.escape(pages[i + 1].title)} &rarr;</a>"
                      if i + 1 < len(pages) else "<span></span>")
-        body = bodies[p["stem"]] if p["stem"] != "index" else "<h1>Diffusion models from scratch</h1>" + bodies["index"]
-        (tmp / f"{p['stem']}.html").write_text(_page(p["title"], f"<div class='chapter' data-chapter='{p['stem']}'>{body}</div>",
-                                                      nav, f"<div class='pager'>{prev_link}{next_link}</div>", profile))
-    # one page with everything, for printing
-    all_body = "".join(f"<div class='chapter'>{'<h1>Diffusion models from scratch</h1>' if p['stem'] == 'index' else ''}"
-                       f"{bodies[p['stem']]}</div>" for p in pages)
-    (tmp / "print.html").write_text(_page("All chapters", all_body, "", "", profile))
+        body = (f"<h1 class='book-title'>{BOOK_TITLE}</h1>" if p.src == "index.qmd" else "") + bodies[p.out]
+        dest = site / p.out
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(_page_html(p.title, f"<div class='chapter' data-chapter='{p.stem}'>{body}</div>",
+                                   _nav(pages, p, profile), f"<div class='pager'>{prev_link}{next_link}</div>",
+                                   profile, posixpath.relpath("style.css", here)))
+    (site / "print.html").write_text(print_page(pages, bodies, profile))
     if pdf:
-        _print_pdf(tmp / "print.html", tmp / "report.pdf")
+        print_pdf(site / "print.html", site / "report.pdf")
     if out.exists():
         shutil.rmtree(out)
-    tmp.rename(out)
+    os.replace(site, out)
     return out
 
 
+def print_page(pages: list[Page], bodies: dict[str, str], profile: str) -> str:
+    """One document with everything, links turned into in-document anchors, for the PDF."""
+    toc = ["<div class='toc'><h1>Contents</h1><ol>"]
+    chapters = []
+    for p in pages:
+        anchor = f"page-{p.stem}"
+        toc.append(f"<li><a href='#{anchor}'>{html.escape(p.title)}</a></li>")
+        body = bodies[p.out]
+        body = re.sub(r'(src|href)="((?:\.\./)*)([^"#:]+\.(?:png|yaml|pdf))"',
+                      lambda m: f'{m.group(1)}="{posixpath.normpath(posixpath.join(posixpath.dirname(p.out) or ".", m.group(2) + m.group(3)))}"',
+                      body)
+        body = re.sub(r'href="[^"#:]*\.html#([^"]+)"', r'href="#\1"', body)
+        body = re.sub(r'href="([^"#:]*)\.html"', lambda m: f'href="#page-{Path(m.group(1)).name}"', body)
+        chapters.append(f"<div class='chapter' id='{anchor}'>{body}</div>")
+    toc.append("</ol></div>")
+    title = (f"<div class='title-page'><h1>{BOOK_TITLE}</h1><p>DDPM on MNIST, written from scratch, measured and "
+             f"explained</p><p>profile <b>{profile}</b></p></div>")
+    return _page_html("All chapters", title + "".join(toc) + "".join(chapters), "", "", profile, "style.css")
+
+
+# ----------------------------------------------------------------------------- PDF and Quarto
 def find_chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if shutil.which(name):
@@ -208,15 +521,15 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def _print_pdf(page: Path, pdf: Path) -> None:
+def print_pdf(page: Path, pdf: Path) -> None:
     exe = find_chromium()
     if exe is None:
         print("note: no Chromium/Chrome found, so no PDF was made (install Debian's `chromium`)", file=sys.stderr)
         return
     with tempfile.TemporaryDirectory() as profile_dir:
         subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", "--no-pdf-header-footer",
-                        f"--print-to-pdf={pdf}", page.resolve().as_uri()],
-                       check=True, capture_output=True, timeout=600)
+                        "--generate-pdf-document-outline", f"--print-to-pdf={pdf}", page.resolve().as_uri()],
+                       check=True, capture_output=True, timeout=900)
 
 
 def render_quarto(profile: str) -> Path:
@@ -236,9 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         out = render_quarto(args.profile)
         print(f"report rendered by Quarto (HTML and Typst PDF): {out}")
     else:
-        out_root = Path(args.out)
-        out_root.mkdir(parents=True, exist_ok=True)
-        out = render_plain(args.profile, out_root, pdf=not args.no_pdf)
+        out = render_plain(args.profile, Path(args.out), pdf=not args.no_pdf)
         pdf = " and report.pdf (Chromium)" if (out / "report.pdf").exists() else ""
         print(f"report rendered without Quarto (pandoc HTML with MathML{pdf}): {out / 'index.html'}")
     return 0

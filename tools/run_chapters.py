@@ -70,6 +70,30 @@ def kernel_manager_logging_to(log: Path) -> type:
     return LoggedKernelManager
 
 
+_PROGRESS = ("\r", "it/s]", "s/it]", "%|")
+
+
+def tidy_notebook(path: Path) -> None:
+    """Make an executed notebook read as the book shows it.
+
+    Papermill's injected-parameters cell gets Quarto's ``#| include: false`` (readers
+    see the generated parameter table instead), and progress bars that reached the
+    notebook's stderr (they belong on a terminal) are dropped, with no empty output left.
+    """
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if "injected-parameters" in cell.metadata.get("tags", []) and not cell.source.startswith("#| include:"):
+            cell.source = "#| include: false\n" + cell.source
+        cell.outputs = [o for o in cell.get("outputs", [])
+                        if not (o.output_type == "stream" and o.name == "stderr" and any(m in o.text for m in _PROGRESS))
+                        and not (o.output_type == "stream" and not o.text.strip())]
+    nbformat.write(nb, path)
+
+
 def _atomic_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
@@ -160,6 +184,7 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -
             return 130 if kind == "interrupted" else 1
         seconds = time.perf_counter() - t0
         kernel_log.unlink(missing_ok=True)
+        tidy_notebook(tmp)
         os.replace(tmp, final)
         timings[nb.stem] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                             "machine": machine(), "code": code}

@@ -4,6 +4,10 @@
 - ``params``: a chapter's parameters checked before it runs, samplers built from them;
 - ``runs``: train a run, or reuse it when it can stand for the configuration;
 - ``models``: load a chapter's trained model with its schedule;
+- ``overview``: the table of parameters a chapter opens with;
 - ``claims``: written answers whose claims are checked against the run's data;
+- ``answers``: the answers, shown in their chapter and kept for the book's Answers chapter;
+- ``tables``: tables formatted for readers (integers, three significant digits);
+- ``style``: the figure theme and one colour per schedule, sampler and model;
 - ``plots``: the figures several chapters draw.
 """

@@ -8,14 +8,15 @@ a rerun that contradicts the prose never shows a silent falsehood.
 from __future__ import annotations
 
 import html
+import re
 
-__all__ = ["claim", "CLAIM_WARNING_CLASS", "fmt"]
+__all__ = ["claim", "CLAIM_WARNING_CLASS", "fmt", "Md"]
 
 CLAIM_WARNING_CLASS = "claim-warning"
 
 
-class _Md:
-    """Minimal Markdown display object (IPython's ``Markdown`` without the import at module load)."""
+class Md:
+    """A Markdown display object (what IPython's ``Markdown`` is, without importing IPython)."""
 
     def __init__(self, text: str) -> None:
         self.data = text
@@ -27,13 +28,18 @@ class _Md:
         return self.data
 
 
-def claim(text: str, holds: bool) -> _Md:
+def _bold(text: str) -> str:
+    """Markdown's **bold** kept inside the warning's HTML."""
+    return re.sub(r"[*][*](.+?)[*][*]", r"<b>\1</b>", text)
+
+
+def claim(text: str, holds: bool) -> Md:
     """``text`` if ``holds``, else a warning that the run does not support it."""
     if bool(holds):
-        return _Md(text)
-    return _Md(
+        return Md(text)
+    return Md(
         f'<div class="{CLAIM_WARNING_CLASS}" style="border:2px solid #c0392b;background:#fdecea;padding:6px">'
-        f"<b>⚠ Claim not supported by this run:</b> {html.escape(text)}</div>"
+        f"<b>⚠ Claim not supported by this run:</b> {_bold(html.escape(text))}</div>"
     )
 
 

@@ -17,6 +17,7 @@ from ..diffusion.generate import SamplerSpec
 from ..diffusion.samplers import SPACINGS
 from ..diffusion.schedules import SCHEDULES
 from ..evaluation.gan import GANConfig
+from ..nets.inference import BACKENDS
 from ..training.config import TrainConfig
 
 __all__ = ["check_chapter_parameters", "sampler"]
@@ -68,6 +69,8 @@ def _value_problems(key: str, value: Any, T: int) -> list[str]:
         bad = [e for e in value if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e <= 1]
         if bad:
             return [f"etas: eta must lie in [0, 1], got {bad}"]
+    elif key == "sampling_backend" and value not in BACKENDS:
+        return [f"sampling_backend: unknown backend {value!r}; valid: {', '.join(BACKENDS)}"]
     elif key == "spacing" and value not in SPACINGS:
         return [f"spacing: unknown step spacing {value!r}; valid: {', '.join(SPACINGS)}"]
     elif key == "loss_t":

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import seaborn as sns
 import torch
 
 from ..core.devices import device_name, resolve_device
 from ..core.paths import resolve
+from .style import set_style
 
 __all__ = ["Chapter", "start"]
 
@@ -31,6 +31,6 @@ class Chapter:
 
 def start(results_dir: str, chapter: str) -> Chapter:
     """Resolve the results folder, pick the device, set the figure style; the chapter's first code cell."""
-    sns.set_theme(style="whitegrid", context="notebook")
+    set_style()
     results = resolve(results_dir)
     return Chapter(results=results, art=results / chapter, device=resolve_device("auto"))

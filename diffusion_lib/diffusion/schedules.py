@@ -144,6 +144,10 @@ class NoiseSchedule(nn.Module):
     def extra_repr(self) -> str:
         return f"name={self.name!r}, T={self.num_steps}"
 
+    def q_step(self, x_prev: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """One forward step, x_t ~ q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I) (Ho et al. eq. 2)."""
+        return extract(self.alphas, t, x_prev.shape).sqrt() * x_prev + extract(self.betas, t, x_prev.shape).sqrt() * noise
+
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Sample x_t ~ q(x_t | x_0) = N(sqrt(ab_t) x_0, (1 - ab_t) I) (Ho et al. eq. 4)."""
         return (

@@ -20,6 +20,7 @@ from ..diffusion.losses import simple_loss, timestep_losses
 from ..diffusion.samplers import Callback, ddpm_sample
 from ..diffusion.schedules import NoiseSchedule
 from ..nets.concat_unet import DiffusionModel
+from ..nets.inference import FastModel
 from .trainer import Trainer
 
 __all__ = ["DiffusionProcess"]
@@ -130,8 +131,13 @@ class DiffusionProcess:
         clip_x0: bool = True,
         callback: Optional[Callback] = None,
         progress: bool = False,
+        backend: Optional[str] = None,
     ) -> torch.Tensor:
-        """Draw ``n`` images with DDPM ancestral sampling (Algorithm 2); returns ``(n, C, H, W)`` in [-1, 1]."""
+        """Draw ``n`` images with DDPM ancestral sampling (Algorithm 2); returns ``(n, C, H, W)`` in [-1, 1].
+
+        ``backend`` runs the network through :class:`~diffusion_lib.nets.inference.FastModel`
+        (e.g. ``"compiled-bf16"``); ``None`` runs the module itself.
+        """
         if n <= 0:
             raise ValueError(f"number of samples must be positive, got {n}")
         model = self.eval_model if use_ema else self.model
@@ -140,8 +146,9 @@ class DiffusionProcess:
         x_T = self._check_batch(x_T)
         was_training = model.training
         model.eval()
+        net = FastModel(model, backend) if backend else model
         try:
-            x = ddpm_sample(model, self.schedule, x_T, variance=variance, clip_x0=clip_x0,
+            x = ddpm_sample(net, self.schedule, x_T, variance=variance, clip_x0=clip_x0,
                             generator=generator, callback=callback, progress=progress)
         finally:
             model.train(was_training)

@@ -1,0 +1,218 @@
+"""Sampling benchmark: every backend of the project's network against diffusers at matched size, and what each costs in quality.
+
+    python -m benchmarks.sampling [--model results/cpu/03_train/model_ema.pt] [--batch 100] [--rounds 2]
+                                  [--n-quality 400] [--out results/bench] [--readme]
+
+In one run, on one device, it prints and saves (``results/bench/<device>_sampling.json``):
+
+- **speed**, per backend (``diffusion_lib.nets.inference``): one denoising step
+  (images/s), a full DDIM-50 run (images/s), and DDPM-1000 per image, for the
+  project's trained network and for a ``diffusers.UNet2DModel`` of matched size,
+  given the same backend (eager float32 "as shipped", bf16 autocast,
+  ``torch.compile`` + bf16). DDPM-1000 is timed over 100 of its steps (the cost
+  of a step does not depend on t) and scaled to 1,000. Each (model, backend,
+  round) runs in its own spawned process, the two models alternating, so both
+  see the same machine;
+- **quality**, per backend: FID-MNIST with its bootstrap 95% interval of N
+  DDIM-50 samples from the same x_T. A faster backend is *kept* only when its FID
+  lies inside the float32 run's interval.
+
+Needs the ``bench`` extra (diffusers) and, for the ONNX Runtime row, the ``onnx`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+
+from benchmarks.bench import matched_diffusers
+from diffusion_lib.core.devices import device_name, median_seconds, resolve_device
+from diffusion_lib.core.files import atomic_write_text
+from diffusion_lib.core.paths import project_root, resolve
+from diffusion_lib.data.datasets import random_subset
+from diffusion_lib.diffusion.generate import SamplerSpec, generate
+from diffusion_lib.diffusion.samplers import ddim_sample, ddpm_sample
+from diffusion_lib.diffusion.schedules import NoiseSchedule
+from diffusion_lib.evaluation.classifiers import get_classifier
+from diffusion_lib.evaluation.quality import fid_interval
+from diffusion_lib.nets.inference import BACKENDS, FastModel
+from diffusion_lib.nets.registry import load_model
+
+__all__ = ["main"]
+
+
+def _network(kind: str, model_path: str, device: torch.device):
+    model, meta = load_model(model_path, device=device)
+    if kind == "project":
+        return model, meta
+    other, _ = matched_diffusers(model.num_parameters, model.config.image_size, model.config.channels)
+    other.config = model.config  # the image shape the samplers read
+    return other.to(device).eval(), meta
+
+
+def _speed_worker(kind: str, backend: str, model_path: str, batch: int, device_str: str, queue) -> None:
+    try:
+        device = torch.device(device_str)
+        torch.manual_seed(0)
+        net, meta = _network(kind, model_path, device)
+        fast = FastModel(net, backend, log=lambda *_: None) if kind == "project" or backend != "onnxruntime" else None
+        if fast is None:
+            queue.put({"kind": kind, "backend": backend, "skipped": "ONNX export is for the project's networks"})
+            return
+        cfg = net.config
+        schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
+        x = torch.randn(batch, cfg.channels, cfg.image_size, cfg.image_size, device=device)
+        t = torch.full((batch,), 500, device=device)
+        step_s = median_seconds(lambda: fast(x, t), device, repeats=10, warmup=3)
+        ddim_s = median_seconds(lambda: ddim_sample(fast, schedule, x, steps=50), device, repeats=2, warmup=1)
+        short = NoiseSchedule(schedule.betas.double().cpu().numpy()[:100]).to(device)  # 100 DDPM steps, same cost each
+        ddpm100_s = median_seconds(lambda: ddpm_sample(fast, short, x), device, repeats=1, warmup=0)
+        queue.put({"kind": kind, "backend": fast.name, "requested": backend,
+                   "params": sum(p.numel() for p in net.parameters()), "step_img_s": batch / step_s,
+                   "ddim50_img_s": batch / ddim_s, "ddpm1000_s_per_image": ddpm100_s * 10 / batch})
+    except Exception as exc:  # report, don't hang the parent
+        queue.put({"kind": kind, "backend": backend, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def _run(kind: str, backend: str, model_path: str, batch: int, device: str) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_speed_worker, args=(kind, backend, model_path, batch, device, q))
+    p.start()
+    res = q.get(timeout=3600)
+    p.join()
+    if "error" in res:
+        raise RuntimeError(f"sampling benchmark worker {kind}/{backend} failed: {res['error']}")
+    return res
+
+
+def speed(model_path: str, batch: int, rounds: int, device: torch.device) -> list[dict[str, Any]]:
+    rows = []
+    for backend in BACKENDS:
+        runs: dict[str, list[dict]] = {"project": [], "diffusers": []}
+        for r in range(rounds):
+            for kind in ("project", "diffusers"):
+                res = _run(kind, backend, model_path, batch, str(device))
+                if "skipped" in res:
+                    continue
+                runs[kind].append(res)
+                print(f"  {backend:14s} {kind:9s} round {r + 1}: one step {res['step_img_s']:7.0f} img/s, DDIM-50 "
+                      f"{res['ddim50_img_s']:6.2f} img/s, DDPM-1000 {res['ddpm1000_s_per_image'] * 1000:7.0f} ms/image",
+                      flush=True)
+        for kind, rs in runs.items():
+            if rs:
+                rows.append({"kind": kind, "backend": rs[0]["backend"], "requested": backend, "params": rs[0]["params"],
+                             **{k: statistics.median(r[k] for r in rs)
+                                for k in ("step_img_s", "ddim50_img_s", "ddpm1000_s_per_image")}})
+    return rows
+
+
+def quality(model_path: str, n: int, device: torch.device, data_root: str = "data") -> list[dict[str, Any]]:
+    """FID-MNIST with a bootstrap 95% interval for DDIM-50 samples of every backend, from the same x_T."""
+    model, meta = load_model(model_path, device=device)
+    schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
+    classifier, _ = get_classifier("mnist", data_root, device)
+    reference, _ = random_subset("mnist", n, 0, data_root)
+    rows = []
+    for backend in BACKENDS:
+        fast = FastModel(model, backend, log=lambda *_: None)
+        t0 = time.perf_counter()
+        x, sec = generate(fast, schedule, SamplerSpec("ddim", 50), n, seed=0, batch_size=100)
+        fid, lo, hi = fid_interval(x, reference, classifier)
+        rows.append({"backend": fast.name, "requested": backend, "N": n, "fid": fid, "fid_low": lo, "fid_high": hi,
+                     "s_per_image": sec, "wall_s": time.perf_counter() - t0})
+        print(f"  quality {fast.name:14s}: FID-MNIST {fid:.2f} [{lo:.2f}, {hi:.2f}] at N = {n}", flush=True)
+    ref = rows[0]
+    for r in rows:
+        r["kept"] = bool(ref["fid_low"] <= r["fid"] <= ref["fid_high"])
+    return rows
+
+
+def readme_table(s: dict[str, Any]) -> str:
+    lines = ["| backend | model | one step img/s | DDIM-50 img/s | DDPM-1000 ms/image | FID-MNIST, DDIM-50 [95% interval] |",
+             "| --- | --- | ---: | ---: | ---: | --- |"]
+    q = {r["requested"]: r for r in s["quality"]}
+    for r in s["speed"]:
+        qual = q.get(r["requested"]) if r["kind"] == "project" else None
+        qtext = (f"{qual['fid']:.2f} [{qual['fid_low']:.2f}, {qual['fid_high']:.2f}]"
+                 + (" kept" if qual["kept"] else " **not kept**")) if qual else ""
+        lines.append(f"| {r['backend']} | {r['kind']} | {r['step_img_s']:,.0f} | {r['ddim50_img_s']:,.1f} | "
+                     f"{r['ddpm1000_s_per_image'] * 1000:,.0f} | {qtext} |")
+    best = s["best"]
+    lines += ["", f"{s['device']}, batch {s['batch']}, medians of {s['rounds']} alternating rounds, torch {s['torch']}. "
+              f"Fastest backend that keeps quality: **{best['backend']}**. Against diffusers as shipped (eager "
+              f"float32) it samples {best['step_ratio_vs_shipped']:.2f}x faster per step and "
+              f"{best['ddim50_ratio_vs_shipped']:.2f}x for DDIM-50; against diffusers given the same backend, "
+              f"{best['step_ratio_same_backend']:.2f}x and {best['ddim50_ratio_same_backend']:.2f}x. DDPM-1000 costs "
+              f"{best['ddpm1000_ms']:,.0f} ms per image with it, against {best['ddpm1000_ms_eager']:,.0f} ms in eager "
+              "float32 (timed over 100 steps and scaled)."]
+    return "\n".join(lines)
+
+
+def summarize(speed_rows, quality_rows, device, batch, rounds) -> dict[str, Any]:
+    kept = [q["requested"] for q in quality_rows if q["kept"]]
+    proj = {r["requested"]: r for r in speed_rows if r["kind"] == "project"}
+    diff = {r["requested"]: r for r in speed_rows if r["kind"] == "diffusers"}
+    best_name = max(kept, key=lambda b: proj[b]["ddim50_img_s"])
+    b, shipped = proj[best_name], diff["eager"]
+    same = diff.get(best_name, shipped)
+    return {"device": device_name(device), "device_type": device.type, "batch": batch, "rounds": rounds,
+            "torch": torch.__version__, "speed": speed_rows, "quality": quality_rows,
+            "best": {"backend": best_name, "step_ratio_vs_shipped": b["step_img_s"] / shipped["step_img_s"],
+                     "ddim50_ratio_vs_shipped": b["ddim50_img_s"] / shipped["ddim50_img_s"],
+                     "step_ratio_same_backend": b["step_img_s"] / same["step_img_s"],
+                     "ddim50_ratio_same_backend": b["ddim50_img_s"] / same["ddim50_img_s"],
+                     "ddpm1000_ms": 1000 * b["ddpm1000_s_per_image"],
+                     "ddpm1000_ms_eager": 1000 * proj["eager"]["ddpm1000_s_per_image"]}}
+
+
+def update_readme(summary: dict[str, Any]) -> None:
+    readme = project_root() / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- sampling:start -->", "<!-- sampling:end -->"
+    if start not in text:
+        raise SystemExit("README.md has no <!-- sampling:start --> marker")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(readme, f"{head}{start}\n{readme_table(summary)}\n{end}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="results/cpu/03_train/model_ema.pt")
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--n-quality", type=int, default=400)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default="results/bench")
+    ap.add_argument("--readme", action="store_true", help="also rewrite the README's sampling table")
+    args = ap.parse_args(argv)
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        print("error: the benchmark compares against diffusers: pip install -e .[bench]", file=sys.stderr)
+        return 2
+    device = resolve_device(args.device)
+    model_path = str(resolve(args.model))
+    print(f"sampling benchmark on {device_name(device)}, batch {args.batch}, {args.rounds} alternating rounds", flush=True)
+    speed_rows = speed(model_path, args.batch, args.rounds, device)
+    quality_rows = quality(model_path, args.n_quality, device)
+    summary = summarize(speed_rows, quality_rows, device, args.batch, args.rounds)
+    out = resolve(args.out)
+    tag = "cuda" if device.type == "cuda" else "cpu"
+    atomic_write_text(out / f"{tag}_sampling.json", json.dumps(summary, indent=2) + "\n")
+    print("\n" + readme_table(summary))
+    if args.readme:
+        update_readme(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""A trained network prepared for sampling: the same ``model(x_t, t) -> eps``, run faster.
+
+Sampling calls the network hundreds of times without gradients, so the
+backend (how the network is run) matters more than anything else in a
+sampler's cost. The backends, each measured in the benchmark
+(``python -m benchmarks.sampling``):
+
+- ``eager``: float32, PyTorch eager, ``torch.inference_mode`` (the reference);
+- ``bf16``: bf16 autocast where the hardware computes bf16 natively (a GPU, or a
+  CPU with AVX512-BF16/AMX); float32 elsewhere, and it says so;
+- ``compiled-bf16``: ``torch.compile`` (Inductor: fused GroupNorm+SiLU and
+  friends, C++/Triton kernels) under bf16 autocast;
+- ``onnxruntime``: the network exported to ONNX and run by ONNX Runtime (float32).
+
+A backend returns float32 noise predictions whatever it computes in, so the
+samplers' arithmetic is unchanged. Whether a faster backend keeps quality is
+measured, not assumed: the benchmark compares its FID with float32's bootstrap
+interval at the same N, and the profiles use only backends that passed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..core.devices import cpu_has_native_bf16
+from .unet import UNet
+
+__all__ = ["BACKENDS", "FastModel", "bf16_native"]
+
+BACKENDS = ("eager", "bf16", "compiled-bf16", "onnxruntime")
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 arithmetic is native (fast) on ``device``."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
+class FastModel:
+    """``model(x_t, t) -> eps`` (float32) through a backend; exposes the network's ``config`` like the network."""
+
+    training = False
+
+    def __init__(self, model: UNet, backend: str = "eager", log: Callable[[str], None] = print) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown sampling backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        self.network = model.eval()
+        self.config = model.config
+        self.device = next(model.parameters()).device
+        self.requested = backend
+        self.bf16 = backend in ("bf16", "compiled-bf16") and bf16_native(self.device)
+        if backend in ("bf16", "compiled-bf16") and not self.bf16:
+            log(f"sampling backend {backend}: no native bf16 on {self.device.type}; running in float32")
+        self.backend = backend if self.bf16 or backend in ("eager", "onnxruntime") else \
+            ("eager" if backend == "bf16" else "compiled-fp32")
+        self._run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+        if backend == "onnxruntime":
+            self._run = self._onnx(model)
+        elif backend == "compiled-bf16":
+            self._run = torch.compile(model, dynamic=False)
+        else:
+            self._run = model
+
+    def _onnx(self, model: UNet) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        from .onnx import OnnxModel, export_onnx
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="diffusion-onnx-")
+        path = Path(self._tmp.name) / "model.onnx"
+        export_onnx(model, path)
+        return OnnxModel(path, threads=torch.get_num_threads())
+
+    @property
+    def name(self) -> str:
+        """What actually runs (a bf16 backend without native bf16 reports float32)."""
+        return self.backend
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            return self._run(x, t).float()
+
+    # the nn.Module calls the samplers make
+    def eval(self) -> "FastModel":
+        return self
+
+    def train(self, mode: bool = True) -> "FastModel":
+        return self
+
+    def parameters(self):
+        return self.network.parameters()

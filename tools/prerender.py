@@ -1,0 +1,168 @@
+"""Everything the book includes that is generated, written before it is rendered (Quarto's pre-render step).
+
+    python tools/prerender.py [PROFILE]        (default: $QUARTO_PROFILE, else cpu)
+
+- ``_headline.md``: the front page's results table (``tools/headline.py``);
+- ``_answers.md``: the "Answers" chapter: the answers the chapters wrote to
+  ``results/<profile>/answers/``, each with links to its evidence, then the
+  limitations, stated from the runs' own files;
+- ``_source/<name>.md``: the library lines the chapters show beside the
+  equations, cut from the library's source now, so the book never shows code
+  that is not the code that ran.
+
+Standard library only, so any Python (Quarto's included) can run it; it never
+types a result itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+
+import headline  # noqa: E402
+
+# name -> (file, qualified name): the implementation shown beside its equation
+SNIPPETS = {
+    "embed_time": ("diffusion_lib/nets/concat_unet.py", "DiffusionModel.embed_time"),
+    "concat_block": ("diffusion_lib/nets/blocks.py", "ConcatResBlock.forward"),
+    "q_sample": ("diffusion_lib/diffusion/schedules.py", "NoiseSchedule.q_sample"),
+    "add_noise": ("diffusion_lib/training/process.py", "DiffusionProcess.add_noise"),
+    "simple_loss": ("diffusion_lib/diffusion/losses.py", "simple_loss"),
+    "train_step": ("diffusion_lib/training/process.py", "DiffusionProcess.train_step"),
+    "trainer_update": ("diffusion_lib/training/trainer.py", "Trainer.update"),
+    "ddpm_sample": ("diffusion_lib/diffusion/samplers.py", "ddpm_sample"),
+    "ddim_sample": ("diffusion_lib/diffusion/samplers.py", "ddim_sample"),
+}
+
+# the answers, in the book's order: key -> heading
+ANSWERS = [
+    ("q1", "Q1. How does the noise schedule affect training stability and sample quality?"),
+    ("q2", "Q2. At which timesteps does the model struggle most to predict the noise, and why?"),
+    ("q3", "Q3. Is the interpolation between two noise vectors smooth, and what does it say about the latent space?"),
+    ("q4", "Q4. How does the diffusion model compare with a GAN?"),
+    ("cifar10", "Extra credit: CIFAR-10 against MNIST"),
+    ("ddim", "Extra credit: DDIM against DDPM"),
+]
+
+
+def source_of(file: str, qualname: str) -> str:
+    """The source of ``qualname`` in ``file``, as written (decorators included, docstring left out)."""
+    text = (ROOT / file).read_text()
+    tree = ast.parse(text)
+    node: ast.AST = tree
+    for part in qualname.split("."):
+        node = next(n for n in ast.iter_child_nodes(node)
+                    if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) and n.name == part)
+    lines = text.splitlines()
+    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
+    body = node.body
+    first = body[0]
+    skip = None
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        skip = (first.lineno - 1, first.end_lineno)  # the docstring's lines
+    out = [ln for i, ln in enumerate(lines[start:node.end_lineno], start=start)
+           if skip is None or not skip[0] <= i < skip[1]]
+    indent = min(len(ln) - len(ln.lstrip()) for ln in out if ln.strip())
+    return "\n".join(ln[indent:] for ln in out)
+
+
+def write_sources(out: Path = ROOT / "_source") -> list[Path]:
+    out.mkdir(exist_ok=True)
+    written = []
+    for name, (file, qualname) in SNIPPETS.items():
+        code = source_of(file, qualname)
+        text = (f"```python\n{code}\n```\n\n"
+                f"<p class=\"source-note\">From <code>{file}</code>, <code>{qualname}</code> "
+                "(taken from the library when the book was rendered; docstring omitted).</p>\n")
+        path = out / f"{name}.md"
+        tmp = path.with_suffix(".md.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def limitations(profile: str) -> str:
+    """What the runs can and cannot show, stated from their own files."""
+    res = ROOT / "results" / profile
+    floor = _json(res / "08_ddim" / "floor.json")
+    train = _json(res / "03_train" / "summary.json")
+    sched = sorted((res / "04_schedules").glob("*/summary.json"))
+    lines = ["## Limitations {.unnumbered}", ""]
+    if floor:
+        lines.append(f"- **Sample size.** Every FID and KID in the book is measured on N = {floor.get('N')} samples "
+                     f"against {floor.get('N')} real test images. At this N the floor itself (two sets of real digits) "
+                     f"has an FID of {float(floor.get('FID', float('nan'))):.2f}, so differences of the same order "
+                     "are within what sampling alone produces.")
+    if train:
+        minutes = train.get("train_seconds", 0) / 60
+        lines.append(f"- **Budget.** The MNIST model trained for {minutes:.1f} minutes ({train.get('steps', 0):,} "
+                     f"steps) on {train.get('device_name', '?')}; conclusions about schedules and samplers hold for "
+                     "this budget and may change with longer training, as the papers' own results show.")
+    if sched:
+        seeds = sorted({json.loads(p.read_text()).get("config", {}).get("seed") for p in sched})
+        if len(seeds) == 1:
+            lines.append(f"- **Seeds.** Each schedule in the schedule study was trained once (seed {seeds[0]}); a "
+                         "ranking that rests on one training run per schedule cannot separate the schedule from the "
+                         "luck of the initialisation and the data order.")
+        else:
+            lines.append(f"- **Seeds.** The schedule study trained each schedule with {len(seeds)} seeds "
+                         f"({', '.join(map(str, seeds))}); differences smaller than the spread between seeds are "
+                         "not evidence for either schedule.")
+    lines.append("- **Instrument.** FID and KID are computed in the features of small classifiers the project "
+                 "trained itself, not Inception; their values are comparable within this book, not with published "
+                 "numbers.")
+    return "\n".join(lines) + "\n"
+
+
+def answers(profile: str) -> str:
+    """The Answers chapter's body: every answer the chapters wrote, in order, then the limitations."""
+    folder = ROOT / "results" / profile / "answers"
+    parts = []
+    for key, title in ANSWERS:
+        path = folder / f"{key}.md"
+        parts.append(f"## {title} {{.unnumbered}}\n")
+        parts.append(path.read_text().strip() + "\n" if path.exists()
+                     else f"*Not produced by the {profile} profile's run.*\n")
+    parts.append(limitations(profile))
+    return "\n".join(parts)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def widget(profile: str) -> None:
+    """The live sampler's files, made by the project's Python (torch is not needed to run this script)."""
+    venv = ROOT / ".venv" / "bin" / "python"
+    python = str(venv) if venv.exists() else sys.executable
+    subprocess.run([python, str(ROOT / "tools" / "widget_assets.py"), profile], check=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    profile = args[0] if args else (os.environ.get("QUARTO_PROFILE", "").split(",")[0] or "cpu")
+    headline.main([profile])
+    _write(ROOT / "_answers.md", answers(profile))
+    write_sources()
+    if os.environ.get("QUARTO_PROFILE") is not None:  # under Quarto; the fallback renderer makes them itself
+        widget(profile)
+    print(f"pre-render: headline, answers and {len(SNIPPETS)} source snippets written for profile {profile}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

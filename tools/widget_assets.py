@@ -1,0 +1,89 @@
+"""The files the report's live sampler needs, made when the report is rendered (never committed).
+
+    python tools/widget_assets.py PROFILE
+
+Writes into ``widget/`` (beside the committed ``widget/sampler.js``):
+
+- ``model.onnx``: the profile's chapter-03 model, exported (``python -m diffusion_lib.export``);
+- ``model.json``: its shape and the schedule's coefficients, as float32 values;
+- ``ort/``: onnxruntime-web's WebAssembly build, installed from npm at a pinned version.
+
+Anything that cannot be made (no trained model, no npm, no onnx packages) is
+reported and left out; the widget then says what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "widget"
+ORT_VERSION = "1.30.0"  # onnxruntime-web, pinned
+ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+CACHE = ROOT / ".cache" / "npm"
+
+
+def export_model(profile: str) -> list[str]:
+    """model.onnx and model.json from results/<profile>/03_train/model_ema.pt; returns notes."""
+    sys.path.insert(0, str(ROOT))
+    src = ROOT / "results" / profile / "03_train" / "model_ema.pt"
+    if not src.exists():
+        return [f"no trained model at {src.relative_to(ROOT)}; the live sampler is left out"]
+    try:
+        from diffusion_lib.diffusion.schedules import NoiseSchedule
+        from diffusion_lib.nets.onnx import export_onnx
+        from diffusion_lib.nets.registry import load_model
+    except ImportError as exc:
+        return [f"the library cannot be imported here ({exc}); the live sampler is left out"]
+    OUT.mkdir(exist_ok=True)
+    model, meta = load_model(src)
+    try:
+        export_onnx(model, OUT / "model.onnx", {k: meta[k] for k in ("schedule", "noise_steps", "steps") if k in meta})
+    except ImportError as exc:
+        return [f"ONNX export needs the onnx extra ({exc}); the live sampler is left out"]
+    s = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"])
+    cfg = model.config
+    info = {"channels": cfg.channels, "image_size": cfg.image_size, "noise_steps": cfg.noise_steps,
+            "schedule": meta["schedule"], "training_steps": meta.get("steps"),
+            **{k: [float(v) for v in getattr(s, k)] for k in ("alpha_bar", "sqrt_recip_alpha_bar",
+                                                               "sqrt_recipm1_alpha_bar")}}
+    (OUT / "model.json").write_text(json.dumps(info))
+    return []
+
+
+def install_runtime() -> list[str]:
+    """onnxruntime-web's wasm build into widget/ort/, from npm (cached in .cache/npm); returns notes."""
+    dist = CACHE / "node_modules" / "onnxruntime-web" / "dist"
+    if not all((dist / f).exists() for f in ORT_FILES):
+        npm = shutil.which("npm")
+        if npm is None:
+            return ["npm is not available, so onnxruntime-web was not installed; the live sampler says so"]
+        CACHE.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([npm, "install", "--prefix", str(CACHE), "--no-save", "--no-audit", "--no-fund",
+                            f"onnxruntime-web@{ORT_VERSION}"], capture_output=True, text=True, timeout=600)
+        if r.returncode != 0 or not all((dist / f).exists() for f in ORT_FILES):
+            return [f"npm could not install onnxruntime-web@{ORT_VERSION} ({r.stderr.strip()[-300:]}); "
+                    "the live sampler says so"]
+    (OUT / "ort").mkdir(parents=True, exist_ok=True)
+    for f in ORT_FILES:
+        shutil.copy(dist / f, OUT / "ort" / f)
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    profile = args[0] if args else "cpu"
+    notes = export_model(profile) + install_runtime()
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    if not notes:
+        print(f"live sampler: model of the {profile} profile and onnxruntime-web {ORT_VERSION} in {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
