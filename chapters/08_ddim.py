@@ -196,7 +196,8 @@ plt.show()
 # %% [markdown]
 # The same sampler runs in the browser, on this model exported to ONNX: pick the
 # number of steps and $\eta$ and watch the trajectory (the preface,
-# @sec-live-sampler, explains it).
+# @sec-live-sampler, explains it; with $\eta = 0$ it draws exactly the digits
+# the library draws from the same seed).
 #
 # ```{=html}
 # <div class="live-sampler"></div>

@@ -94,7 +94,8 @@ def test_no_hidden_imports():
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
                 mod = (node.module or "") if isinstance(node, ast.ImportFrom) else node.names[0].name
-                if mod.split(".")[0] not in OPTIONAL:
+                project = isinstance(node, ast.ImportFrom) and node.level > 0  # a relative import is never optional
+                if project or mod.split(".")[0] not in OPTIONAL:
                     hidden.append(f"{name}: line {node.lineno} imports {mod or '.'} inside a function or block")
     assert not hidden, "\n".join(hidden)
 

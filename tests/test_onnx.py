@@ -98,3 +98,17 @@ def test_portable_noise_is_the_same_in_javascript(tmp_path):
     g = mulberry32(12345)
     assert out["u"] == [next(g) for _ in range(8)]
     assert np.allclose(np.array(out["z"], dtype=np.float32), portable_normal(99, 9), rtol=0, atol=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="no Node.js here")
+def test_the_widget_visits_the_timesteps_python_visits(tmp_path):
+    """For every step count, the widget's DDIM timesteps are diffusion.samplers.timestep_sequence's (uniform)."""
+    from diffusion_lib.diffusion.samplers import timestep_sequence
+
+    src = (ROOT / "widget" / "sampler.js").read_text()
+    body = src[src.index("function roundHalfEven"):src.index("function el(")]
+    script = tmp_path / "steps.js"
+    script.write_text(body + "\nconst out = {}; for (let s = 1; s <= 1000; s++) out[s] = timesteps(1000, s);\n"
+                      "console.log(JSON.stringify(out));\n")
+    js = json.loads(subprocess.run(["node", str(script)], capture_output=True, text=True, check=True).stdout)
+    assert [s for s in range(1, 1001) if js[str(s)] != timestep_sequence(1000, s, "uniform")] == []

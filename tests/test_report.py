@@ -95,6 +95,30 @@ def test_references_resolve_outside_code_only():
     assert missing == ["fig-missing"] and "?@fig-missing" in md
 
 
+def test_code_is_found_like_pandoc_finds_it():
+    from render_report import Page, resolve_references
+
+    page = Page("x.ipynb", "x.html", 2)
+    page.markdown = ("A lone ` backtick, then @fig-a.\n\nNext paragraph ` and @fig-a again.\n\n"
+                     "~~~\n```\n@fig-a inside\n~~~\n\nAfter: -@fig-a and ``code with ` @fig-a``.\n")
+    resolve_references(page, {"fig-a": ("x.html", "Figure 2.1")})
+    md = page.markdown
+    assert md.count("[Figure 2.1](#fig-a)") == 2  # a lone backtick does not swallow the next paragraph
+    assert "@fig-a inside" in md  # the ``` inside a ~~~ fence does not end it
+    assert "[2.1](#fig-a)" in md  # -@ gives the number alone, as Quarto does
+    assert "``code with ` @fig-a``" in md
+
+
+def test_both_spellings_of_unnumbered():
+    from render_report import Page, number_headings
+
+    page = Page("x.qmd", "x.html", 3)
+    page.markdown = "# Title\n\n## A {-}\n\n## B {#sec-b .unnumbered}\n\n## C\n"
+    number_headings(page)
+    assert "## A {-}" in page.markdown and '3.1</span> C' in page.markdown
+    assert page.labels["sec-b"] == ("x.html", "B")
+
+
 def test_sections_figures_and_tables_are_numbered():
     from render_report import Page, caption_markdown_tables, number_floats, number_headings, number_markdown_figures
 

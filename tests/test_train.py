@@ -351,3 +351,25 @@ def test_disk_full_errors_before_touching_the_old_checkpoint(tiny_train, monkeyp
     with pytest.raises(CheckpointError, match="not enough disk space"):
         train(cfg_of({**d, "steps": 6}), resume=True, progress=False, log=lambda *_: None)
     assert {p.name: p.read_bytes() for p in ck.iterdir()} == before  # nothing replaced, no temp files left
+
+
+def test_a_model_whose_code_changed_is_retrained_never_relabelled(tiny_train):
+    """With checkpoints on disk and a fingerprint that no longer matches, resuming would stamp old weights as new."""
+    from diffusion_lib.chapter.runs import train_or_reuse
+
+    d = tiny_train(steps=4)
+    train(cfg_of(d), progress=False, log=lambda *_: None)
+    out = Path(d["out_dir"])
+    summary = json.loads((out / "summary.json").read_text())
+    summary["fingerprint"] = [v + 1.0 for v in summary["fingerprint"]]  # as if the model code had changed
+    (out / "summary.json").write_text(json.dumps(summary))
+    old_model = (out / "model_ema.pt").read_bytes()
+    with pytest.raises(ConfigError, match="cannot be reused .*model code has changed"):
+        train(cfg_of(d), resume=True, progress=False, log=lambda *_: None)
+    notes = []
+    train_or_reuse(cfg_of(d), log=notes.append)
+    assert any("from scratch" in n for n in notes), notes
+    (old,) = out.glob("old-*")
+    assert (old / "model_ema.pt").read_bytes() == old_model  # moved aside, not lost
+    fresh = json.loads((out / "summary.json").read_text())
+    assert fresh["fingerprint"] != summary["fingerprint"] and fresh["steps"] == 4

@@ -122,13 +122,17 @@ def headline(profile: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` through a temporary file beside ``path`` and rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     profile = args[0] if args else (os.environ.get("QUARTO_PROFILE", "").split(",")[0] or "cpu")
-    text = headline(profile)
-    tmp = ROOT / "._headline.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, ROOT / "_headline.md")
+    write_atomic(ROOT / "_headline.md", headline(profile))
     print(f"front page headline written for profile {profile}")
     return 0
 

@@ -82,22 +82,16 @@ def write_sources(out: Path = ROOT / "_source") -> list[Path]:
                 f"<p class=\"source-note\">From <code>{file}</code>, <code>{qualname}</code> "
                 "(taken from the library when the book was rendered; docstring omitted).</p>\n")
         path = out / f"{name}.md"
-        tmp = path.with_suffix(".md.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        headline.write_atomic(path, text)
         written.append(path)
     return written
-
-
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def limitations(profile: str) -> str:
     """What the runs can and cannot show, stated from their own files."""
     res = ROOT / "results" / profile
-    floor = _json(res / "08_ddim" / "floor.json")
-    train = _json(res / "03_train" / "summary.json")
+    floor = headline._json(res / "08_ddim" / "floor.json")
+    train = headline._json(res / "03_train" / "summary.json")
     sched = sorted((res / "04_schedules").glob("*/summary.json"))
     lines = ["## Limitations {.unnumbered}", ""]
     if floor:
@@ -139,12 +133,6 @@ def answers(profile: str) -> str:
     return "\n".join(parts)
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def widget(profile: str) -> None:
     """The live sampler's files, made by the project's Python (torch is not needed to run this script)."""
     venv = ROOT / ".venv" / "bin" / "python"
@@ -156,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     profile = args[0] if args else (os.environ.get("QUARTO_PROFILE", "").split(",")[0] or "cpu")
     headline.main([profile])
-    _write(ROOT / "_answers.md", answers(profile))
+    headline.write_atomic(ROOT / "_answers.md", answers(profile))
     write_sources()
     if os.environ.get("QUARTO_PROFILE") is not None:  # under Quarto; the fallback renderer makes them itself
         widget(profile)

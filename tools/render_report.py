@@ -110,34 +110,86 @@ class Page:
         return Path(self.src).stem
 
 
+def _merge(base: dict, over: dict) -> dict:
+    """Quarto's profile merge: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def book_config(profile: str) -> tuple[list[str], dict]:
-    """The chapter list of the profile's book and the merged options of ``_quarto.yml``."""
+    """The chapter list of the profile's book and the options of ``_quarto.yml`` merged with ``_quarto-<profile>.yml``."""
     base = yaml.safe_load((ROOT / "_quarto.yml").read_text())
     prof = yaml.safe_load((ROOT / f"_quarto-{profile}.yml").read_text())
-    return prof["book"]["chapters"], base
+    return prof["book"]["chapters"], _merge(base, prof)
+
+
+_FENCE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
+
+
+def _lines_outside_code(text: str):
+    """(line, inside_code) for every line: fenced blocks (``` or ~~~, closed by a fence of the same
+    character at least as long) and ``<pre>`` blocks are code."""
+    fence, pre = None, False
+    for line in text.splitlines():
+        m = _FENCE.match(line)
+        if fence is None and not pre and m:
+            fence = m.group(1)
+            yield line, True
+        elif fence is not None:
+            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line.strip()[len(m.group(1)):]:
+                fence = None
+            yield line, True
+        elif pre or re.match(r"\s*<pre[\s>]", line):
+            pre = "</pre>" not in line or (not pre and line.count("<pre") > line.count("</pre>"))
+            yield line, True
+        else:
+            yield line, False
+
+
+_INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`)(?:(?!\n\s*\n).)+?(?<!`)\1(?!`)", re.S)
+
+
+def _split_code(text: str) -> list[tuple[bool, str]]:
+    """(is_code, piece): fenced and ``<pre>`` blocks, and inline code spans (within a paragraph), are code."""
+    blocks: list[tuple[bool, list[str]]] = []
+    for line, code in _lines_outside_code(text):
+        if blocks and blocks[-1][0] == code:
+            blocks[-1][1].append(line)
+        else:
+            blocks.append((code, [line]))
+    pieces: list[tuple[bool, str]] = []
+    for code, lines in blocks:
+        chunk = "\n".join(lines) + "\n"
+        if code:
+            pieces.append((True, chunk))
+            continue
+        pos = 0
+        for m in _INLINE_CODE.finditer(chunk):
+            pieces += [(False, chunk[pos:m.start()]), (True, m.group(0))]
+            pos = m.end()
+        pieces.append((False, chunk[pos:]))
+    return pieces
+
+
+def _in_prose(text: str, fn) -> str:
+    """``fn`` applied to the text outside code only."""
+    return "".join(piece if code else fn(piece) for code, piece in _split_code(text))
 
 
 def _first_heading(text: str) -> tuple[str, str]:
     """The first level-1 heading's text and its attribute block."""
-    for line in _outside_code_lines(text):
+    for line, code in _lines_outside_code(text):
         m = re.match(r"#\s+(.*?)\s*(\{[^}]*\})?\s*$", line)
-        if m:
+        if m and not code:
             return m.group(1), m.group(2) or ""
     return "untitled", ""
 
 
-def _outside_code_lines(text: str):
-    fence = None
-    for line in text.splitlines():
-        m = re.match(r"\s*(```+|~~~+)", line)
-        if m:
-            if fence is None:
-                fence = m.group(1)[0] * 3
-            elif line.strip().startswith(fence):
-                fence = None
-            continue
-        if fence is None:
-            yield line
+def _unnumbered(attrs: str) -> bool:
+    """Quarto's two spellings: ``{.unnumbered}`` and ``{-}``."""
+    return ".unnumbered" in attrs or bool(re.search(r"(^|[\s{])-(?=[\s}])", attrs))
 
 
 # ----------------------------------------------------------------------------- notebooks and qmd to markdown
@@ -154,12 +206,16 @@ def cell_options(source: str) -> tuple[dict, str]:
     return opts, "\n".join(body).strip("\n")
 
 
-def _include(text: str, base: Path) -> str:
-    """Expand ``{{< include path >}}`` (``/path`` is relative to the project root), recursively."""
+def _include(text: str, base: Path, depth: int = 0) -> str:
+    """Expand ``{{< include path >}}`` (``/path`` is relative to the project root, else to ``base``), recursively."""
     def repl(m: re.Match) -> str:
         target = m.group(1).strip()
         path = ROOT / target.lstrip("/") if target.startswith("/") else base / target
-        return _include(path.read_text(), path.parent) if path.exists() else f"**missing include: {target}**"
+        if not path.exists() or depth > 8:
+            why = "does not exist" if not path.exists() else "is included too deeply (a cycle?)"
+            print(f"warning: include {target} {why}", file=sys.stderr)
+            return f'<span class="unresolved-ref">missing include: {html.escape(target)}</span>'
+        return _include(path.read_text(), path.parent, depth + 1)
     return re.sub(r"\{\{<\s*include\s+(\S+)\s*>\}\}", repl, text)
 
 
@@ -203,7 +259,7 @@ def notebook_markdown(nb, page: Page, fig_dir: Path, echo_default: bool) -> str:
     parts = []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            parts.append(_include(cell.source, ROOT))
+            parts.append(_include(cell.source, (ROOT / page.src).parent))
             continue
         if cell.cell_type != "code":
             continue
@@ -263,21 +319,15 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*(\{[^}]*\})?\s*$")
 def number_headings(page: Page) -> None:
     """Number sections (3, 3.1, ...) outside code, record their labels, and set the page's title."""
     counters = [0] * 7
-    lines, fence = [], None
-    for line in page.markdown.splitlines():
-        m = re.match(r"\s*(```+|~~~+)", line)
-        if m:
-            fence = None if fence else m.group(1)[0] * 3
-            lines.append(line)
-            continue
-        h = _HEADING.match(line) if fence is None else None
+    lines = []
+    for line, code in _lines_outside_code(page.markdown):
+        h = None if code else _HEADING.match(line)
         if not h:
             lines.append(line)
             continue
         level, text, attrs = len(h.group(1)), h.group(2), h.group(3) or ""
-        unnumbered = page.number is None or ".unnumbered" in attrs or re.search(r"(^|\s)-(\s|\})", attrs)
         number = ""
-        if not unnumbered:
+        if page.number is not None and not _unnumbered(attrs):
             if level == 1:
                 number = str(page.number)
             else:
@@ -297,10 +347,9 @@ def number_headings(page: Page) -> None:
 
 def caption_markdown_tables(page: Page) -> None:
     """Markdown tables captioned Quarto's way (``: caption {#tbl-x}``) become numbered, labelled blocks."""
-    lines = page.markdown.splitlines()
     out: list[str] = []
-    for line in lines:
-        m = re.match(r"^:\s+(.*?)\s*\{#(tbl-[\w-]+)\}\s*$", line)
+    for line, code in _lines_outside_code(page.markdown):
+        m = None if code else re.match(r"^:\s+(.*?)\s*\{#(tbl-[\w-]+)\}\s*$", line)
         if not m:
             out.append(line)
             continue
@@ -321,22 +370,11 @@ def number_markdown_figures(page: Page) -> None:
         cap, src, label, attrs = m.group(1), m.group(2), m.group(3), m.group(4)
         width = re.search(r"width=([\w.%]+)", attrs)
         return _figure(label, cap, src, f' style="width:{width.group(1)}"' if width else "")
-    page.markdown = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)\{#(fig-[\w-]+)([^}]*)\}", repl, page.markdown)
+    page.markdown = _in_prose(page.markdown,
+                              lambda t: re.sub(r"!\[([^\]]*)\]\(([^)]+)\)\{#(fig-[\w-]+)([^}]*)\}", repl, t))
 
 
 _REF = re.compile(r"(?<![\w@/])(-?)@((?:sec|fig|tbl)-[A-Za-z0-9_-]*[A-Za-z0-9_])")
-
-
-def _split_code(text: str) -> list[tuple[bool, str]]:
-    """(is_code, piece): fenced blocks, <pre> blocks and inline code spans are code."""
-    pieces, pos = [], 0
-    pattern = re.compile(r"(^(```+|~~~+)[^\n]*\n.*?^\2[ \t]*$)|(<pre[\s>].*?</pre>)|(`+)(?:.+?)\4", re.S | re.M)
-    for m in pattern.finditer(text):
-        pieces.append((False, text[pos:m.start()]))
-        pieces.append((True, m.group(0)))
-        pos = m.end()
-    pieces.append((False, text[pos:]))
-    return pieces
 
 
 def resolve_references(page: Page, labels: dict[str, tuple[str, str]]) -> list[str]:
@@ -350,11 +388,12 @@ def resolve_references(page: Page, labels: dict[str, tuple[str, str]]) -> list[s
             missing.append(label)
             return f'<span class="unresolved-ref">?@{label}</span>'
         target, text = labels[label]
+        if m.group(1) == "-":  # Quarto's -@fig-x: the number alone
+            text = text.split(" ", 1)[-1]
         href = posixpath.relpath(target, here) if target != page.out else ""
         return f"[{text}]({href}#{label})"
 
-    page.markdown = "".join(piece if is_code else _REF.sub(repl, piece)
-                            for is_code, piece in _split_code(page.markdown))
+    page.markdown = _in_prose(page.markdown, lambda t: _REF.sub(repl, t))
     return missing
 
 
@@ -410,7 +449,7 @@ def build_pages(profile: str, site: Path) -> list[Page]:
         nb = nbformat.read(path, as_version=4) if raw is None else None
         first = raw if raw is not None else next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
         _, attrs = _first_heading(first)
-        numbered = ".unnumbered" not in attrs
+        numbered = not _unnumbered(attrs)
         number += numbered
         page = Page(src, out, number if numbered else None)
         page.markdown = raw if raw is not None else notebook_markdown(nb, page, site / "figures", echo_default)
@@ -450,13 +489,12 @@ def render_plain(profile: str, out_root: Path, pdf: bool = True) -> Path:
     prerender.main([profile])
     out = out_root / profile
     out_root.mkdir(parents=True, exist_ok=True)
+    for stale in out_root.glob(f".{profile}.*"):  # the half-built site of a render that failed
+        shutil.rmtree(stale, ignore_errors=True)
     site = Path(tempfile.mkdtemp(prefix=f".{profile}.", dir=out_root))
     (site / "style.css").write_text(CSS)
     pages = build_pages(profile, site)
-    for img in {m for p in pages for m in re.findall(r'src="((?:\.\./)*results/[^"]+\.png)"', p.markdown)}:
-        dest = site / posixpath.normpath(img.lstrip("./"))
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / posixpath.normpath(img.lstrip("./")), dest)
+    copy_page_images(pages, site)
     shutil.copytree(ROOT / "params" / profile, site / "params" / profile)
     subprocess.run([sys.executable, str(ROOT / "tools" / "widget_assets.py"), profile], check=False)
     shutil.copytree(ROOT / "widget", site / "widget")
@@ -483,10 +521,27 @@ def render_plain(profile: str, out_root: Path, pdf: bool = True) -> Path:
     (site / "print.html").write_text(print_page(pages, bodies, profile))
     if pdf:
         print_pdf(site / "print.html", site / "report.pdf")
-    if out.exists():
-        shutil.rmtree(out)
+    old = out_root / f".{profile}.previous"
+    if out.exists():  # the old report stays whole until the new one has taken its place
+        os.replace(out, old)
     os.replace(site, out)
+    shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def copy_page_images(pages: list[Page], site: Path) -> None:
+    """Images a page links by a relative path (other than the rendered figures) are copied beside it in the site."""
+    for p in pages:
+        here = posixpath.dirname(p.out) or "."
+        for src in set(re.findall(r'<img src="([^":#]+)"', p.markdown)):
+            rel = posixpath.normpath(posixpath.join(here, src))
+            if rel.startswith("figures/") or rel.startswith(".."):
+                continue
+            if (ROOT / rel).is_file():
+                (site / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / rel, site / rel)
+            else:
+                print(f"warning: {p.src} shows {src}, which does not exist", file=sys.stderr)
 
 
 def print_page(pages: list[Page], bodies: dict[str, str], profile: str) -> str:
@@ -527,9 +582,13 @@ def print_pdf(page: Path, pdf: Path) -> None:
         print("note: no Chromium/Chrome found, so no PDF was made (install Debian's `chromium`)", file=sys.stderr)
         return
     with tempfile.TemporaryDirectory() as profile_dir:
-        subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", "--no-pdf-header-footer",
-                        "--generate-pdf-document-outline", f"--print-to-pdf={pdf}", page.resolve().as_uri()],
-                       check=True, capture_output=True, timeout=900)
+        try:
+            subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", "--no-pdf-header-footer",
+                            "--generate-pdf-document-outline", f"--print-to-pdf={pdf}", page.resolve().as_uri()],
+                           check=True, capture_output=True, timeout=900)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            print(f"note: Chromium could not print the PDF ({type(exc).__name__}); the website is complete",
+                  file=sys.stderr)
 
 
 def render_quarto(profile: str) -> Path:

@@ -70,6 +70,15 @@ def kernel_manager_logging_to(log: Path) -> type:
     return LoggedKernelManager
 
 
+def in_sync(nb_path: Path) -> bool:
+    """Whether a chapter's notebook holds the same cells as its ``.py`` (what ``make sync`` guarantees)."""
+    import jupytext
+    import nbformat
+
+    text, nb = jupytext.read(nb_path.with_suffix(".py")), nbformat.read(nb_path, as_version=4)
+    return [(c.cell_type, c.source.strip()) for c in text.cells] == [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
 _PROGRESS = ("\r", "it/s]", "s/it]", "%|")
 
 
@@ -151,6 +160,11 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -
     if errors:
         print("error: " + "\n".join(errors), file=sys.stderr)
         return 2
+    unsynced = [nb.name for nb in todo if not in_sync(nb)]
+    if unsynced:
+        print(f"error: {', '.join(unsynced)} differ from their .py (the source the run is recorded against); "
+              "run `make sync` first", file=sys.stderr)
+        return 2
     out_dir.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.glob(".*.running.ipynb"):  # from a run that was killed outright
         (out_dir / "failed").mkdir(exist_ok=True)
@@ -165,7 +179,7 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -
         kernel_log.unlink(missing_ok=True)
         print(f"[{profile}] {nb.stem}: executing -> {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final}",
               flush=True)
-        code = code_hash(nb, param_files[nb])  # what this execution runs, taken before it starts
+        code = code_hash(nb, param_files[nb], overrides=extra)  # what this execution runs, taken before it starts
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(ROOT), kernel_name="python3",

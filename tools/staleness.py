@@ -89,20 +89,30 @@ def upstream_chapters(chapter_py: Path) -> list[str]:
 
 
 @lru_cache(maxsize=None)
-def _hash(chapter_py: Path, params_file: Path, root: Path) -> str:
+def _hash(chapter_py: Path, params_file: Path, root: Path, seen: tuple[str, ...] = ()) -> str:
     h = hashlib.sha256()
     for f in [chapter_py, params_file, *library_dependencies(chapter_py, root)]:
         h.update(f.relative_to(root).as_posix().encode())
-        h.update(f.read_bytes())
+        h.update(f.read_bytes() if f.exists() else b"(missing)")
     for up in upstream_chapters(chapter_py):
         h.update(up.encode())
-        h.update(_hash(chapter_py.with_name(f"{up}.py"), params_file.with_name(f"{up}.yaml"), root).encode())
+        if up in seen:  # two chapters that name each other: each counts the other's own files once
+            continue
+        h.update(_hash(chapter_py.with_name(f"{up}.py"), params_file.with_name(f"{up}.yaml"), root,
+                       seen + (chapter_py.stem,)).encode())
     return h.hexdigest()[:16]
 
 
-def code_hash(chapter: Path, params_file: Path, root: Path = ROOT) -> str:
-    """The hash of everything an executed chapter depends on (see the module docstring)."""
-    return _hash(Path(chapter).with_suffix(".py").resolve(), Path(params_file).resolve(), Path(root).resolve())
+def code_hash(chapter: Path, params_file: Path, root: Path = ROOT, overrides: dict | None = None) -> str:
+    """The hash of everything an executed chapter depends on (see the module docstring).
+
+    ``overrides`` (the runner's ``-p NAME VALUE``) count too: a chapter executed
+    with other parameters than its file's is not the profile's reference.
+    """
+    h = _hash(Path(chapter).with_suffix(".py").resolve(), Path(params_file).resolve(), Path(root).resolve())
+    if overrides:
+        h = hashlib.sha256((h + json.dumps(overrides, sort_keys=True, default=str)).encode()).hexdigest()[:16]
+    return h
 
 
 def stale_chapters(profile: str, root: Path = ROOT) -> dict[str, str]:

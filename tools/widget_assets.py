@@ -15,9 +15,11 @@ reported and left out; the widget then says what is missing.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +30,14 @@ CACHE = ROOT / ".cache" / "npm"
 
 
 def export_model(profile: str) -> list[str]:
-    """model.onnx and model.json from results/<profile>/03_train/model_ema.pt; returns notes."""
+    """model.onnx and model.json from results/<profile>/03_train/model_ema.pt; returns notes.
+
+    The files of an earlier render are removed first, so a report never ships
+    another profile's model; the pair is written to a temporary folder and moved
+    into place together.
+    """
+    for name in ("model.onnx", "model.json"):
+        (OUT / name).unlink(missing_ok=True)
     sys.path.insert(0, str(ROOT))
     src = ROOT / "results" / profile / "03_train" / "model_ema.pt"
     if not src.exists():
@@ -40,18 +49,24 @@ def export_model(profile: str) -> list[str]:
     except ImportError as exc:
         return [f"the library cannot be imported here ({exc}); the live sampler is left out"]
     OUT.mkdir(exist_ok=True)
-    model, meta = load_model(src)
     try:
-        export_onnx(model, OUT / "model.onnx", {k: meta[k] for k in ("schedule", "noise_steps", "steps") if k in meta})
+        model, meta = load_model(src)
+        with tempfile.TemporaryDirectory(dir=OUT) as tmp:
+            export_onnx(model, Path(tmp) / "model.onnx",
+                        {k: meta[k] for k in ("schedule", "noise_steps", "steps") if k in meta})
+            s = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"])
+            cfg = model.config
+            info = {"channels": cfg.channels, "image_size": cfg.image_size, "noise_steps": cfg.noise_steps,
+                    "schedule": meta["schedule"], "training_steps": meta.get("steps"),
+                    **{k: [float(v) for v in getattr(s, k)] for k in ("alpha_bar", "sqrt_recip_alpha_bar",
+                                                                       "sqrt_recipm1_alpha_bar")}}
+            (Path(tmp) / "model.json").write_text(json.dumps(info))
+            os.replace(Path(tmp) / "model.onnx", OUT / "model.onnx")
+            os.replace(Path(tmp) / "model.json", OUT / "model.json")
     except ImportError as exc:
         return [f"ONNX export needs the onnx extra ({exc}); the live sampler is left out"]
-    s = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"])
-    cfg = model.config
-    info = {"channels": cfg.channels, "image_size": cfg.image_size, "noise_steps": cfg.noise_steps,
-            "schedule": meta["schedule"], "training_steps": meta.get("steps"),
-            **{k: [float(v) for v in getattr(s, k)] for k in ("alpha_bar", "sqrt_recip_alpha_bar",
-                                                               "sqrt_recipm1_alpha_bar")}}
-    (OUT / "model.json").write_text(json.dumps(info))
+    except Exception as exc:  # a damaged model file, an exporter failure: the report is still made
+        return [f"the model could not be exported ({type(exc).__name__}: {exc}); the live sampler is left out"]
     return []
 
 

@@ -41,11 +41,12 @@
     return f % 2 === 0 ? f : f + 1;
   }
 
-  // timestep_sequence(T, steps, "uniform"): strictly decreasing, from T-1 down to 0
+  // timestep_sequence(T, steps, "uniform"): strictly decreasing, from T-1 down to 0.
+  // np.linspace(0, T-1, steps) computes i * step with step = (T-1)/(steps-1), last value exact.
   function timesteps(T, steps) {
     if (steps === 1) return [T - 1];
-    const seq = [];
-    for (let i = 0; i < steps; i++) seq.push(roundHalfEven(i * (T - 1) / (steps - 1)));
+    const seq = [], step = (T - 1) / (steps - 1);
+    for (let i = 0; i < steps; i++) seq.push(roundHalfEven(i === steps - 1 ? T - 1 : i * step));
     for (let i = 0; i < steps; i++) seq[i] = Math.min(Math.max(seq[i], i), T - steps + i);
     for (let i = 1; i < steps; i++) seq[i] = Math.max(seq[i], seq[i - 1] + 1);
     return seq.reverse();
@@ -173,7 +174,7 @@
       root.dataset.done = "1";
       return {x: Array.from(x), ms, t: frames.map(f => f.t)};
     }
-    root.liveSampler = {run};
+    root.liveSampler = {run, timesteps};
     go.addEventListener("click", () => {
       root.dataset.done = "";
       run(Number(seed.value), Number(steps.value), Number(eta.value)).catch(err => fail(err));

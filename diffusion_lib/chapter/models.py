@@ -1,4 +1,4 @@
-"""A chapter's trained model, loaded with its noise schedule (without importing the training machinery)."""
+"""A chapter's trained model, loaded with its noise schedule (this module does not import the training run)."""
 
 from __future__ import annotations
 

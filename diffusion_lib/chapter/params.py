@@ -14,7 +14,7 @@ from typing import Any
 from ..core.config import from_dict, problems_of
 from ..core.errors import ConfigError
 from ..diffusion.generate import SamplerSpec
-from ..diffusion.samplers import SPACINGS
+from ..diffusion.samplers import SPACINGS, bad_eta, bad_steps
 from ..diffusion.schedules import SCHEDULES
 from ..evaluation.gan import GANConfig
 from ..nets.inference import BACKENDS
@@ -45,7 +45,7 @@ def _type_ok(value: Any, default: Any) -> bool:
 
 def _steps_problems(name: str, value: Any, T: int) -> list[str]:
     items = value if isinstance(value, list) else [value]
-    bad = [v for v in items if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= T]
+    bad = [v for v in items if bad_steps(v, T)]
     return [f"{name}: sampling steps must be integers in [1, {T}] (T = {T}), got {bad}"] if bad else []
 
 
@@ -66,7 +66,7 @@ def _value_problems(key: str, value: Any, T: int) -> list[str]:
     elif key in ("ddim_steps", "dpm_steps", "invert_steps"):
         return _steps_problems(key, value, T)
     elif key == "etas":
-        bad = [e for e in value if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e <= 1]
+        bad = [e for e in value if bad_eta(e)]
         if bad:
             return [f"etas: eta must lie in [0, 1], got {bad}"]
     elif key == "sampling_backend" and value not in BACKENDS:

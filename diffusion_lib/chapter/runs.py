@@ -7,26 +7,29 @@ from typing import Any, Callable
 from ..core.paths import project_root, resolve
 from ..training.config import TrainConfig
 from ..training.log import read_summary
-from ..training.run import reuse_problem, train
+from ..training.run import STALE, reuse_verdict, train
 
 __all__ = ["train_or_reuse"]
 
 
 def train_or_reuse(cfg: TrainConfig, retrain: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The summary of ``cfg``'s run: reused when it can stand for ``cfg``, else trained (or resumed) now.
+    """The summary of ``cfg``'s run: reused when it can stand for ``cfg``, else trained now.
 
-    ``retrain`` starts over, moving the old run aside. A stale run that cannot be
-    resumed is an error that says why, never silently overwritten.
+    A run with too few steps (or none yet) is continued from its checkpoints; a run
+    trained with other parameters or by other model code is trained again from
+    scratch, the old run moved aside (never deleted), as is any run with ``retrain``.
     """
     out = resolve(cfg.out_dir)
     shown = out.relative_to(project_root()) if out.is_relative_to(project_root()) else out
     quiet = lambda *_: None  # noqa: E731 - the chapter reports the run from its summary
-    if retrain:
+    verdict = None if retrain else reuse_verdict(cfg)
+    if retrain or (verdict is not None and verdict[0] in STALE):
         train(cfg, fresh=True, log=quiet)
-        log(f"Trained the run in {shown} again, from scratch (the old run was moved aside).")
-    elif reuse_problem(cfg) is None:
+        log(f"Trained the run in {shown} from scratch ({'retrain=True' if retrain else verdict[1]}); "
+            "the old run, if any, was moved aside.")
+    elif verdict is None:
         log(f"Reusing the finished run in {shown} (set retrain=True to train again).")
     else:
         train(cfg, resume=True, log=quiet)
-        log(f"Trained the run in {shown} now (its configuration or model code had no finished run to reuse).")
+        log(f"Trained the run in {shown} now ({verdict[1]}).")
     return read_summary(out / "summary.json")

@@ -117,7 +117,7 @@ def from_dict(cls: type, data: Any, source: str = "configuration") -> Any:
     """Build dataclass ``cls`` from ``data``, raising one ConfigError listing every problem."""
     problems: list[str] = []
     obj = _build(cls, data, "", problems)
-    if obj is not None and hasattr(obj, "_cross_checks"):
+    if obj is not None and not problems and hasattr(obj, "_cross_checks"):  # never judge defaults for a bad key
         problems += obj._cross_checks()
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)

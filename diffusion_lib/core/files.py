@@ -36,6 +36,8 @@ __all__ = [
 ]
 
 _MARGIN = 1 << 20  # keep a MiB free beyond the file itself
+_UMASK = os.umask(0)  # read once (setting it is the only way to read it), so no thread ever sees 0
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -72,9 +74,7 @@ def temp_file_beside(path: Path) -> tuple[int, str]:
     """A new temporary file in ``path``'s folder (created if needed), with the usual umask permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are meant to be shared
     return fd, tmp
 
 
@@ -147,8 +147,9 @@ def save_tagged(path: str | Path, fmt: str, payload: dict[str, Any], keep_previo
         check_space(path.parent, len(data))
         atomic_write_bytes(path, data, keep_previous=keep_previous)
     except OSError as exc:
+        kept = f" (or as {keep_previous.name}, if it was being replaced)" if keep_previous is not None else ""
         raise CheckpointError(f"could not write {path} ({exc.strerror or exc}); "
-                              "the previous file, if any, is intact") from exc
+                              f"the previous file, if any, is intact{kept}") from exc
     return path
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..core.devices import synchronize
-from .samplers import SPACINGS, Callback, ddim_sample, ddpm_sample, dpm_solver_pp_2m_sample
+from .samplers import SPACINGS, Callback, bad_eta, bad_steps, ddim_sample, ddpm_sample, dpm_solver_pp_2m_sample
 from .schedules import NoiseSchedule
 
 __all__ = ["METHODS", "SamplerSpec", "generate"]
@@ -61,11 +61,11 @@ class SamplerSpec:
         method, steps, eta = v["method"], v["steps"], v["eta"]
         if method not in METHODS:
             problems.append(f"method: unknown sampler {method!r}; valid: {', '.join(METHODS)}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        if bad_steps(steps, T):
             problems.append(f"steps: sampling steps must be integers in [1, {T}] (T = {T}), got {steps!r}")
         elif method == "ddpm" and steps != T:
             problems.append(f"DDPM runs all T = {T} steps; use method ddim with eta 1 for fewer")
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+        if bad_eta(eta):
             problems.append(f"eta: must be in [0, 1], got {eta!r}")
         if v["spacing"] and v["spacing"] not in SPACINGS:
             problems.append(f"spacing: unknown step spacing {v['spacing']!r}; valid: {', '.join(SPACINGS)}")

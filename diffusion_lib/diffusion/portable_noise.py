@@ -3,9 +3,10 @@
 The report's browser widget samples digits in the reader's browser; for a seed it
 must start from the same ``x_T`` as Python does, so the two can be compared
 number for number. Both sides use the same small generator: Mulberry32 (a
-32-bit integer hash) for uniform numbers, then the Box-Muller transform, every
-operation reproduced on 32-bit unsigned patterns exactly as JavaScript computes
-them (``widget/sampler.js`` holds the twin).
+32-bit integer hash) for uniform numbers, reproduced bit for bit on 32-bit
+unsigned patterns as JavaScript computes them, then the Box-Muller transform,
+whose logarithm and sine/cosine may differ between the two maths libraries in
+the last bit (``widget/sampler.js`` holds the twin).
 """
 
 from __future__ import annotations

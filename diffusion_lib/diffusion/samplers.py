@@ -21,6 +21,8 @@ from .schedules import NoiseSchedule, extract
 __all__ = [
     "StepInfo",
     "TrajectoryRecorder",
+    "bad_steps",
+    "bad_eta",
     "SPACINGS",
     "timestep_sequence",
     "ddpm_sample",
@@ -115,6 +117,16 @@ def ddpm_sample(
     return x
 
 
+def bad_steps(steps: object, T: int) -> bool:
+    """Whether ``steps`` is not a whole number of sampling steps in [1, T]."""
+    return isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= T
+
+
+def bad_eta(eta: object) -> bool:
+    """Whether ``eta`` is not a number in [0, 1]."""
+    return isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1
+
+
 def timestep_sequence(T: int, steps: int, spacing: str = "uniform",
                       log_snr: Optional[torch.Tensor] = None) -> list[int]:
     """The S timesteps a fast sampler visits, strictly decreasing, within ``[0, T-1]``.
@@ -129,7 +141,7 @@ def timestep_sequence(T: int, steps: int, spacing: str = "uniform",
     """
     if spacing not in SPACINGS:
         raise ValueError(f"unknown step spacing {spacing!r}; valid: {', '.join(SPACINGS)}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= T:
+    if bad_steps(steps, T):
         raise ValueError(f"the number of sampling steps must be an integer in [1, {T}], got {steps!r}")
     if steps == 1:
         return [T - 1]
@@ -186,7 +198,7 @@ def ddim_sample(
     posterior variance. When x0_hat is clipped, eps_hat is re-derived from it so the
     update stays consistent.
     """
-    if not 0.0 <= eta <= 1.0:
+    if bad_eta(eta):
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
     seq = _sequence(schedule, steps, spacing)
     x = x_T.to(schedule.betas.device).float()

@@ -8,6 +8,7 @@ non-saturating loss, Adam(2e-4, beta1 = 0.5) as in the DCGAN paper.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from ..core.config import non_negative, positive, rule
 from ..core.devices import randn
+from ..core.errors import CheckpointError
 from ..core.files import load_tagged, save_tagged
 from ..data.batches import TensorBatches
 from ..data.images import to_model_range
@@ -161,8 +163,11 @@ def load_gan(path: str | Path, cfg: GANConfig, device: torch.device | str = "cpu
     if obj["config"] != asdict(cfg):
         return None
     G, D = Generator(cfg.z_dim, cfg.width), Discriminator(cfg.width)
-    G.load_state_dict(obj["generator"])
-    D.load_state_dict(obj["discriminator"])
+    try:
+        G.load_state_dict(obj["generator"])
+        D.load_state_dict(obj["discriminator"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: the saved networks do not fit the configuration ({str(exc).splitlines()[0]})")
     h = obj["history"]
     hist = GANHistory(step=h["step"], loss_d=h["loss_d"], loss_g=h["loss_g"], d_real=h["d_real"], d_fake=h["d_fake"],
                       snapshots={int(k): v for k, v in h["snapshots"].items()}, train_seconds=h["train_seconds"])
@@ -177,6 +182,11 @@ def train_or_load_gan(path: str | Path, images: torch.Tensor, cfg: GANConfig, de
     if cached is not None:
         log(f"Reusing the GAN trained with these parameters in {path} (set retrain=True to train again).")
         return cached
+    path = Path(path)
+    if path.exists():  # a GAN trained with other settings is kept aside, never overwritten
+        aside = path.with_name(f"{path.stem}.old-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+        os.replace(path, aside)
+        log(f"The GAN in {path} was trained with other settings; it was moved to {aside.name}.")
     G, D, hist = train_gan(images, cfg, device=device)
     save_gan(path, cfg, G, D, hist)
     return G, D, hist

@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from ..core.devices import cpu_has_native_bf16
+from .onnx import OnnxModel, export_onnx
 from .unet import UNet
 
 __all__ = ["BACKENDS", "FastModel", "bf16_native"]
@@ -67,8 +68,6 @@ class FastModel:
             self._run = model
 
     def _onnx(self, model: UNet) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        from .onnx import OnnxModel, export_onnx
-
         self._tmp = tempfile.TemporaryDirectory(prefix="diffusion-onnx-")
         path = Path(self._tmp.name) / "model.onnx"
         export_onnx(model, path)

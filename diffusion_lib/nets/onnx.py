@@ -44,15 +44,17 @@ def export_onnx(model: UNet, path: str | Path, meta: Optional[dict[str, Any]] = 
     import onnx
 
     cfg = model.config
-    model = model.eval().float()
-    x = torch.randn(2, cfg.channels, cfg.image_size, cfg.image_size)
-    t = torch.tensor([1, cfg.noise_steps - 1])
+    was_training = model.training
+    model.eval()
+    x = torch.randn(2, cfg.channels, cfg.image_size, cfg.image_size, device=next(model.parameters()).device)
+    t = torch.tensor([1, cfg.noise_steps - 1], device=x.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (x, t), input_names=["x", "t"], output_names=["eps"], opset_version=opset,
                                     dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},
                                                                  {0: torch.export.Dim("batch")}),
                                     verbose=False)
+    model.train(was_training)
     proto = program.model_proto
     for key, value in {"unet": cfg.to_dict(), "meta": meta or {}}.items():
         entry = proto.metadata_props.add()
@@ -119,5 +121,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ImportError as exc:
         print(f"error: ONNX export needs the onnx extra (pip install -e .[onnx]): {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # the exporter's own failures: one message, and no half-written file (atomic write)
+        print(f"error: exporting {args.model} failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})",
+              file=sys.stderr)
+        return 1
     print(f"exported {args.model} to {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0

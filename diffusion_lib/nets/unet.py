@@ -24,9 +24,11 @@ def geometry_problem(image_size: int, channel_mults: Sequence[int]) -> Optional[
     """Why ``image_size`` cannot pass through ``len(channel_mults)`` levels, or None when it can."""
     if not channel_mults or any(m <= 0 for m in channel_mults):
         return "channel_mults must be a non-empty list of positive integers"
+    if image_size <= 0:
+        return f"image_size must be positive, got {image_size}"
     halvings = len(channel_mults) - 1
     factor = 2 ** halvings
-    if image_size <= 0 or image_size % factor:
+    if image_size % factor:
         near = [s for s in range(max(factor, image_size - factor), image_size + factor + 1) if s % factor == 0]
         return (f"image_size {image_size} cannot be halved {halvings} times (channel_mults={list(channel_mults)}); "
                 f"use a multiple of {factor} (e.g. {near[0]} or {near[-1]}) or fewer levels")

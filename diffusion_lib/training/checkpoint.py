@@ -42,13 +42,14 @@ def _candidates(folder: Path) -> Iterator[Path]:
 
 
 def restore_newest(folder: str | Path, restore: Callable[[dict[str, Any]], None],
-                   log: Callable[[str], None] = print) -> Optional[dict[str, Any]]:
+                   log: Callable[[str], None] = print, move_aside: bool = True) -> Optional[dict[str, Any]]:
     """Load the newest checkpoint in ``folder`` that ``restore(state)`` accepts; returns its state.
 
     ``restore`` raises :class:`CheckpointError` when a state does not fit (another
     model, a missing entry). A rejected ``last.pt`` is renamed to
-    ``last.pt.unusable-<time>`` once ``prev.pt`` has been restored. Returns None
-    when the folder holds no checkpoint; raises when none is usable.
+    ``last.pt.unusable-<time>`` once ``prev.pt`` has been restored (unless
+    ``move_aside`` is off: under DDP only rank 0 moves files). Returns None when
+    the folder holds no checkpoint; raises when none is usable.
     """
     folder = Path(folder)
     errors, rejected = [], []
@@ -61,9 +62,12 @@ def restore_newest(folder: str | Path, restore: Callable[[dict[str, Any]], None]
             log(f"could not use {path}: {exc}")
             rejected.append(path)
             continue
-        for bad in rejected:
+        for bad in rejected if move_aside else []:
             aside = bad.with_name(f"{bad.name}.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
-            os.replace(bad, aside)
+            try:
+                os.replace(bad, aside)
+            except OSError as exc:
+                raise CheckpointError(f"could not move the unusable {bad} aside ({exc.strerror or exc})") from exc
             log(f"resuming from the previous good checkpoint {path} (step {state['step']}); "
                 f"the unusable {bad.name} was moved to {aside.name}")
         return state

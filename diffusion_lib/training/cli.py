@@ -14,6 +14,8 @@ import argparse
 import sys
 from typing import Optional
 
+import torch
+
 from ..core.errors import DiffusionError, TrainingInterrupted
 from .config import load_train_config
 from .distributed import Distributed
@@ -51,8 +53,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ValueError as exc:  # e.g. a CUDA device asked for on a machine without one
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
-        print("\ninterrupted twice: stopped at once, without writing a new checkpoint; the checkpoints on disk "
+    except torch.cuda.OutOfMemoryError:
+        print("error: the device ran out of memory; lower batch_size (or the model's width) in the configuration",
+              file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write that failed (disk full, quota, permissions) outside the checkpoint itself
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"error: could not read or write{where} ({exc.strerror or exc}); the checkpoints on disk are complete",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C while the first was being handled
+        print("\ninterrupted: stopped at once, without writing a new checkpoint; the checkpoints on disk (if any) "
               "are complete. Resume with:\n"
               f"  python -m diffusion_lib.train --config {args.config} --resume", file=sys.stderr)
         return 130

@@ -57,7 +57,8 @@ from .log import metrics_row, read_metrics, read_summary, write_metrics, write_s
 from .process import DiffusionProcess
 from .trainer import use_bf16_autocast
 
-__all__ = ["train", "TrainingRun", "TrainResult", "finished_run", "reuse_problem", "training_images"]
+__all__ = ["train", "TrainingRun", "TrainResult", "finished_run", "reuse_problem", "reuse_verdict", "training_images",
+           "CONTINUABLE", "STALE"]
 
 # keys that may change between a run and its resumption
 _RESUMABLE_CHANGES = {"steps", "sample_every", "sample_n", "checkpoint_every", "device", "threads", "out_dir",
@@ -101,31 +102,44 @@ def _config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
             if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
 
 
-def reuse_problem(cfg: TrainConfig) -> Optional[str]:
-    """Why the finished run in ``cfg.out_dir`` cannot stand for ``cfg`` now, or None when it can.
+# why a finished run cannot stand for a configuration: continue it, or start over
+CONTINUABLE = ("missing", "steps")  # no finished run yet, or too few steps: --resume continues the checkpoints
+STALE = ("config", "fingerprint")  # other parameters, or other model code: only a fresh run is right
+
+
+def reuse_verdict(cfg: TrainConfig) -> Optional[tuple[str, str]]:
+    """``(kind, why)`` when the run in ``cfg.out_dir`` cannot stand for ``cfg`` now, or None when it can.
 
     A run is reused only when it is complete, was trained with the same
     configuration (resumable keys aside) for at least ``cfg.steps`` steps, and the
     current model code computes, with its saved weights, the function it computed
-    when it was trained (its recorded fingerprint).
+    when it was trained (its recorded fingerprint). ``kind`` is one of
+    :data:`CONTINUABLE` or :data:`STALE`.
     """
     out = resolve(cfg.out_dir)
     if not (out / "summary.json").is_file() or not (out / "model_ema.pt").is_file():
-        return f"{out} holds no finished run"
+        return "missing", f"{out} holds no finished run"
     summary = read_summary(out / "summary.json")
     changes = _config_changes(summary.get("config", {}), cfg)
     if changes:
-        return f"the run in {out} was trained with another configuration ({', '.join(changes)})"
+        return "config", f"the run in {out} was trained with another configuration ({', '.join(changes)})"
     if summary.get("steps", 0) < cfg.steps:
-        return f"the run in {out} has {summary.get('steps', 0)} of {cfg.steps} steps"
+        return "steps", f"the run in {out} has {summary.get('steps', 0)} of {cfg.steps} steps"
     saved_fp = summary.get("fingerprint")
     if not saved_fp:
-        return f"the run in {out} records no model fingerprint, so it cannot show the model code is unchanged"
+        return "fingerprint", (f"the run in {out} records no model fingerprint, so it cannot show the model code "
+                               "is unchanged")
     model, _ = load_model(out / "model_ema.pt")
     if not same_function(fingerprint(model), saved_fp):
-        return (f"the model code has changed since the run in {out} was trained: with its saved weights the "
-                "network no longer computes what it computed then")
+        return "fingerprint", (f"the model code has changed since the run in {out} was trained: with its saved "
+                               "weights the network no longer computes what it computed then")
     return None
+
+
+def reuse_problem(cfg: TrainConfig) -> Optional[str]:
+    """Why the run in ``cfg.out_dir`` cannot stand for ``cfg`` now (see :func:`reuse_verdict`), or None."""
+    verdict = reuse_verdict(cfg)
+    return None if verdict is None else verdict[1]
 
 
 def finished_run(cfg: TrainConfig) -> Optional[dict[str, Any]]:
@@ -203,10 +217,12 @@ class TrainingRun:
             summary = read_summary(out / "summary.json")
             self.log(f"the run in {out} is already complete ({summary['steps']} steps); nothing to do")
             return TrainResult.from_summary(out, summary, resumed_from=int(summary["steps"]))
-        if self.resume and not has_ckpt and finished:
+        verdict = reuse_verdict(cfg) if self.resume and finished else None
+        if verdict is not None and (verdict[0] in STALE or not has_ckpt):
+            # continuing would stamp weights trained by other code, or with other parameters, as this run's
             raise ConfigError(f"{out} already holds the results of an earlier run that cannot be reused "
-                              f"({reuse_problem(cfg)}) and no checkpoint to continue from; pass --fresh to start "
-                              "over (the old run is moved aside into an old-<time> folder, not deleted)")
+                              f"({verdict[1]}) and cannot be continued; pass --fresh to start over (the old run is "
+                              "moved aside into an old-<time> folder, not deleted)")
         if not (self.resume or self.fresh) and (has_ckpt or leftovers):
             what = "a training run" if has_ckpt else "the results of an earlier run"
             raise ConfigError(f"{out} already holds {what}; pass --resume to continue it, or --fresh to start over "
@@ -259,11 +275,17 @@ class TrainingRun:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create out_dir {self.out}: {exc.strerror or exc}") from exc
-        for folder in (self.out, self.ckpt_dir, self.out / "samples"):
-            for p in remove_stale_temp_files(folder):
-                self.log(f"removed {p.name}, left by an interrupted write")
+        main = self.dd.is_main
+        if main:  # rank 0 alone changes files; under DDP the others wait, then read what it chose
+            for folder in (self.out, self.ckpt_dir, self.out / "samples"):
+                for p in remove_stale_temp_files(folder):
+                    self.log(f"removed {p.name}, left by an interrupted write")
         if self.resume:
-            state = restore_newest(self.ckpt_dir, self._apply, self.log)
+            if not main:
+                self.dd.barrier()
+            state = restore_newest(self.ckpt_dir, self._apply, self.log, move_aside=main)
+            if main:
+                self.dd.barrier()
             if state is not None:
                 self.elapsed0, self.train_s = float(state["elapsed_s"]), float(state["train_s"])
                 self.resumed_from = self.process.trainer.step
@@ -276,7 +298,18 @@ class TrainingRun:
                 self.log(f"the previous run was moved to {moved}")
 
     def _apply(self, state: dict[str, Any]) -> None:
-        """Load one checkpoint's state into the built objects; :class:`CheckpointError` when it does not fit."""
+        """Load one checkpoint's state into the built objects.
+
+        :class:`CheckpointError` when it does not fit (another model, a damaged
+        entry: the next checkpoint is tried); :class:`ConfigError` when it belongs
+        to a run with other parameters (no checkpoint of this folder would do).
+        """
+        if not isinstance(state["config"], dict) or not isinstance(state["process"], dict):
+            raise CheckpointError("its configuration or training state is not a mapping")
+        try:
+            float(state["elapsed_s"]), float(state["train_s"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"its clock entries are damaged ({exc})") from exc
         changes = _config_changes(state["config"], self.cfg)
         if changes:
             raise ConfigError(f"cannot resume the run in {self.ckpt_dir}: its configuration differs "

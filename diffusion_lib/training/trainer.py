@@ -17,6 +17,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..core.devices import cpu_has_native_bf16
 from ..core.errors import CheckpointError, NonFiniteLossError
+from ..nets.registry import all_finite
 
 __all__ = ["Trainer", "use_bf16_autocast"]
 
@@ -107,7 +108,7 @@ class Trainer:
             raise NonFiniteLossError(f"the gradient norm became {grad_norm} at step {self.step + 1} (the loss was "
                                      f"{value:.4g}); the weights were not updated. {_ADVICE}")
         self.optimizer.step()
-        if not self._weights_finite():
+        if not all_finite(self.model):
             raise NonFiniteLossError(f"the weights became non-finite in the update of step {self.step + 1}; "
                                      f"nothing was saved from this step. {_ADVICE}")
         self.lr_scheduler.step()
@@ -116,12 +117,6 @@ class Trainer:
         self.last_grad_norm = grad_norm
         self.step += 1
         return value
-
-    def _weights_finite(self) -> bool:
-        """One fused reduction over every parameter: a NaN or inf anywhere makes the total non-finite."""
-        with torch.no_grad():
-            total = torch.stack([p.detach().float().sum() for p in self.model.parameters()]).sum()
-        return bool(torch.isfinite(total))
 
     def state_dict(self) -> dict[str, Any]:
         return {
