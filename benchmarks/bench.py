@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from diffusion_lib.core.devices import cpu_has_native_bf16, device_name, median_seconds, resolve_device
-from diffusion_lib.core.files import atomic_write_text
+from diffusion_lib.core.files import atomic_write_text, replace_marked_section
 from diffusion_lib.core.paths import project_root
 from diffusion_lib.data.batches import TensorBatches
 from diffusion_lib.data.images import to_model_range
@@ -373,16 +373,8 @@ def readme_table(summaries: list[dict]) -> str:
 
 
 def update_readme(out: Path) -> None:
-    readme = Path(__file__).resolve().parent.parent / "README.md"
     summaries = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
-    text = readme.read_text()
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    if start not in text:
-        raise SystemExit("README.md has no <!-- bench:start --> marker")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-
-    atomic_write_text(readme, f"{head}{start}\n{readme_table(summaries)}\n{end}{tail}")
+    replace_marked_section(Path(__file__).resolve().parent.parent / "README.md", "bench", readme_table(summaries))
 
 
 def main(argv: list[str] | None = None) -> int:

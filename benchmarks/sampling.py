@@ -34,14 +34,14 @@ import torch
 
 from benchmarks.bench import matched_diffusers
 from diffusion_lib.core.devices import device_name, median_seconds, resolve_device
-from diffusion_lib.core.files import atomic_write_text
+from diffusion_lib.core.files import atomic_write_text, replace_marked_section
 from diffusion_lib.core.paths import project_root, resolve
 from diffusion_lib.data.datasets import random_subset
 from diffusion_lib.diffusion.generate import SamplerSpec, generate
 from diffusion_lib.diffusion.samplers import ddim_sample, ddpm_sample
 from diffusion_lib.diffusion.schedules import NoiseSchedule
 from diffusion_lib.evaluation.classifiers import get_classifier
-from diffusion_lib.evaluation.quality import fid_interval
+from diffusion_lib.evaluation.quality import QualityMeter
 from diffusion_lib.nets.inference import BACKENDS, FastModel
 from diffusion_lib.nets.registry import load_model
 
@@ -120,12 +120,14 @@ def quality(model_path: str, n: int, device: torch.device, data_root: str = "dat
     schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
     classifier, _ = get_classifier("mnist", data_root, device)
     reference, _ = random_subset("mnist", n, 0, data_root)
+    meter = QualityMeter(classifier, reference)
     rows = []
     for backend in BACKENDS:
         fast = FastModel(model, backend, log=lambda *_: None)
         t0 = time.perf_counter()
         x, sec = generate(fast, schedule, SamplerSpec("ddim", 50), n, seed=0, batch_size=100)
-        fid, lo, hi = fid_interval(x, reference, classifier)
+        report = meter.measure(x)
+        fid, (lo, hi) = report.fid, report.intervals["FID"]
         rows.append({"backend": fast.name, "requested": backend, "N": n, "fid": fid, "fid_low": lo, "fid_high": hi,
                      "s_per_image": sec, "wall_s": time.perf_counter() - t0})
         print(f"  quality {fast.name:14s}: FID-MNIST {fid:.2f} [{lo:.2f}, {hi:.2f}] at N = {n}", flush=True)
@@ -174,14 +176,7 @@ def summarize(speed_rows, quality_rows, device, batch, rounds) -> dict[str, Any]
 
 
 def update_readme(summary: dict[str, Any]) -> None:
-    readme = project_root() / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- sampling:start -->", "<!-- sampling:end -->"
-    if start not in text:
-        raise SystemExit("README.md has no <!-- sampling:start --> marker")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    atomic_write_text(readme, f"{head}{start}\n{readme_table(summary)}\n{end}{tail}")
+    replace_marked_section(project_root() / "README.md", "sampling", readme_table(summary))
 
 
 def main(argv: list[str] | None = None) -> int:

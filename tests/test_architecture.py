@@ -107,35 +107,35 @@ def _copy_project(tmp_path: Path) -> Path:
     return dst
 
 
-def test_chapter_05_depends_on_what_it_imports_only():
-    deps = {p.relative_to(ROOT).as_posix() for p in library_dependencies(ROOT / "chapters/05_interpolation.py")}
+def test_the_interpolation_chapter_depends_on_what_it_imports_only():
+    deps = {p.relative_to(ROOT).as_posix() for p in library_dependencies(ROOT / "chapters/06_interpolation.py")}
     assert "diffusion_lib/diffusion/samplers.py" in deps and "diffusion_lib/diffusion/interpolation.py" in deps
     assert "diffusion_lib/__init__.py" in deps  # importing any submodule runs the package's __init__
     assert "diffusion_lib/evaluation/gan.py" not in deps and "diffusion_lib/training/run.py" not in deps
-    assert upstream_chapters(ROOT / "chapters/05_interpolation.py") == ["03_train"]
+    assert upstream_chapters(ROOT / "chapters/06_interpolation.py") == ["03_train"]
 
 
 def test_changing_a_module_a_chapter_does_not_import_leaves_it_fresh(tmp_path):
     proj = _copy_project(tmp_path)
     _hash.cache_clear()
-    ch05, p05 = proj / "chapters/05_interpolation.py", proj / "params/cpu/05_interpolation.yaml"
-    ch06, p06 = proj / "chapters/06_gan.py", proj / "params/cpu/06_gan.yaml"
-    before05, before06 = code_hash(ch05, p05, proj), code_hash(ch06, p06, proj)
+    ch_interp, p_interp = proj / "chapters/06_interpolation.py", proj / "params/cpu/06_interpolation.yaml"
+    ch_gan, p_gan = proj / "chapters/07_gan.py", proj / "params/cpu/07_gan.yaml"
+    before_interp, before_gan = code_hash(ch_interp, p_interp, proj), code_hash(ch_gan, p_gan, proj)
     gan = proj / "diffusion_lib/evaluation/gan.py"
-    gan.write_text(gan.read_text() + "\n# a change chapter 05 cannot see\n")
+    gan.write_text(gan.read_text() + "\n# a change chapter 06 cannot see\n")
     _hash.cache_clear()
-    assert code_hash(ch05, p05, proj) == before05
-    assert code_hash(ch06, p06, proj) != before06  # chapter 06 imports the GAN
+    assert code_hash(ch_interp, p_interp, proj) == before_interp
+    assert code_hash(ch_gan, p_gan, proj) != before_gan  # chapter 07 imports the GAN
 
 
 @pytest.mark.parametrize("changed", ["diffusion_lib/diffusion/samplers.py", "chapters/03_train.py",
-                                     "params/cpu/03_train.yaml", "params/cpu/05_interpolation.yaml"])
-def test_a_change_chapter_05_depends_on_makes_it_stale(tmp_path, changed):
+                                     "params/cpu/03_train.yaml", "params/cpu/06_interpolation.yaml"])
+def test_a_change_the_interpolation_chapter_depends_on_makes_it_stale(tmp_path, changed):
     proj = _copy_project(tmp_path)
-    ch05, p05 = proj / "chapters/05_interpolation.py", proj / "params/cpu/05_interpolation.yaml"
+    ch_interp, p_interp = proj / "chapters/06_interpolation.py", proj / "params/cpu/06_interpolation.yaml"
     _hash.cache_clear()
-    before = code_hash(ch05, p05, proj)
+    before = code_hash(ch_interp, p_interp, proj)
     f = proj / changed
     f.write_text(f.read_text() + "\n# changed\n")
     _hash.cache_clear()
-    assert code_hash(ch05, p05, proj) != before
+    assert code_hash(ch_interp, p_interp, proj) != before

@@ -68,7 +68,7 @@ def test_color_unet_shapes_and_size():
     assert m(x, torch.tensor([0, 999])).shape == x.shape
     big = ColorUNet()  # Ho et al.'s CIFAR-10 size
     assert 33e6 < big.num_parameters < 38e6
-    gpu = yaml.safe_load((ROOT / "params/gpu/07_cifar10.yaml").read_text())["train"]["model"]
+    gpu = yaml.safe_load((ROOT / "params/gpu/08_cifar10.yaml").read_text())["train"]["model"]
     sized = ColorUNet(**{k: v for k, v in gpu.items() if k != "arch"})
     assert 30e6 < sized.num_parameters < 40e6
 

@@ -66,6 +66,6 @@ def test_reference_profile_chapters_exist():
 def test_index_includes_the_generated_headline():
     text = (ROOT / "index.qmd").read_text()
     assert "{{< include _headline.md >}}" in text
-    for sec in ("sec-unet", "sec-process", "sec-train", "sec-schedules", "sec-interpolation", "sec-gan", "sec-cifar10",
-                "sec-ddim"):
+    for sec in ("sec-unet", "sec-process", "sec-train", "sec-schedules", "sec-recipe", "sec-interpolation", "sec-gan",
+                "sec-cifar10", "sec-ddim"):
         assert f"@{sec}" in text

@@ -15,15 +15,15 @@ ARTIFACTS = ROOT / "test-artifacts"
 # what each page must answer, found in its rendered text
 ANSWERS = {
     "04_schedules": ["Q1: schedules", "Q2: where the model struggles"],
-    "05_interpolation": ["Answer to Q3"],
-    "06_gan": ["Training stability", "Sample quality", "Diversity", "Computational requirements", "Memorisation"],
-    "07_cifar10": ["Comparison with MNIST"],
-    "08_ddim": ["Speed.", "Quality.", "Number of steps and eta."],
+    "06_interpolation": ["Answer to Q3"],
+    "07_gan": ["Training stability", "Sample quality", "Diversity", "Computational requirements", "Memorisation"],
+    "08_cifar10": ["Comparison with MNIST"],
+    "09_ddim": ["Speed.", "Quality.", "Number of steps and eta."],
     "answers": ["Q1.", "Q2.", "Q3.", "Q4.", "CIFAR-10 against MNIST", "DDIM against DDPM", "Limitations"],
     "references": ["Denoising Diffusion Probabilistic Models"],
 }
-EXPECTED_CHAPTERS = ["01_unet", "02_process", "03_train", "04_schedules", "05_interpolation", "06_gan", "07_cifar10",
-                     "08_ddim"]
+EXPECTED_CHAPTERS = ["01_unet", "02_process", "03_train", "04_schedules", "05_recipe", "06_interpolation", "07_gan",
+                     "08_cifar10", "09_ddim"]
 # the pages' printable area on A4 (the renderer's @page margins: 14 mm left and right)
 A4 = (595.28, 841.89)
 MARGIN_PT = 14 / 25.4 * 72
@@ -271,8 +271,8 @@ def test_pdf_is_a4_with_an_outline_every_chapter_and_nothing_past_the_margin(sit
     assert len(outline) >= len(EXPECTED_CHAPTERS), "the PDF has no document outline"
     text = re.sub(r"\s+", " ", " ".join(p.extract_text() for p in reader.pages)).replace("ﬀ", "ff")
     assert "Contents" in text[:3000]
-    for title in ("The U-Net", "Training and sampling", "Noise schedules", "Interpolating", "Diffusion against a GAN",
-                  "CIFAR-10", "DDIM", "Answers", "References"):
+    for title in ("The U-Net", "Training and sampling", "Noise schedules", "Training on a laptop", "Interpolating",
+                  "Diffusion against a GAN", "CIFAR-10", "DDIM", "Answers", "References"):
         assert title in text, f"{title!r} missing from the PDF"
     right = A4[0] - MARGIN_PT + 1.0
     past = []

@@ -46,3 +46,16 @@ def test_headline_is_built_from_the_results_files():
     ddpm_row = next(line for line in text.splitlines() if "DDPM-1000 |" in line)
     assert "faster than DDPM" not in ddpm_row
     assert "No results yet" in headline("no-such-profile")
+
+
+def test_tables_fold_intervals_into_one_column():
+    import pandas as pd
+
+    from diffusion_lib.chapter.tables import format_number, with_intervals
+
+    df = pd.DataFrame({"model": ["a", "b"], "FID": [4.2967, 12.0], "FID lo": [3.3676, 10.5], "FID hi": [5.2258, 13.5],
+                       "N": [400, 400]})
+    out = with_intervals(df)
+    assert list(out.columns) == ["model", "FID [95% CI]", "N"]
+    assert out["FID [95% CI]"].tolist() == ["4.3 [3.37, 5.23]", "12 [10.5, 13.5]"]
+    assert format_number(684866.0) == "684,866" and format_number(400.0) == "400"

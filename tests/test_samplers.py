@@ -190,3 +190,37 @@ def test_a_bad_sampler_mapping_is_one_clear_error():
         sampler({"method": "ddim", "steps": 5, "spacing": "cubic"})
     with pytest.raises(ConfigError, match="unknown key"):
         sampler({"method": "ddim", "steps": 5, "spaceing": "uniform"})
+
+
+def test_matched_timesteps_visit_the_same_noise_levels_in_every_schedule():
+    from diffusion_lib.diffusion.samplers import common_log_snr_grid, timesteps_at_log_snr
+
+    schedules = [NoiseSchedule.from_name(n, 1000) for n in ("linear", "cosine", "quadratic")]
+    grid = common_log_snr_grid([s.log_snr for s in schedules], 50)
+    assert grid[0] == pytest.approx(max(float(s.log_snr.min()) for s in schedules))  # the noisiest shared level
+    matched, uniform = [], torch.tensor(timestep_sequence(1000, 50, "uniform"))
+    for s in schedules:
+        seq = timesteps_at_log_snr(s.log_snr, grid)
+        assert len(seq) == 50 and all(a > b for a, b in zip(seq, seq[1:]))
+        matched.append(s.log_snr[torch.tensor(seq)])
+    # near t = 0 adjacent steps are far apart in log-SNR, so the match is only as close as the grid of steps allows
+    err = (torch.stack(matched) - torch.tensor(grid, dtype=torch.float32)).abs()
+    assert err.mean() < 0.1 and err.max() < 0.7
+    # uniform spacing in t visits very different noise levels in each schedule: the confound this removes
+    spread_uniform = torch.stack([s.log_snr[uniform] for s in schedules]).std(0)
+    spread_matched = torch.stack(matched).std(0)
+    assert spread_uniform.mean() > 1.0 and spread_matched.mean() < 0.1 * spread_uniform.mean()
+
+
+def test_explicit_timesteps_are_the_spacing_they_spell_out():
+    from diffusion_lib.diffusion.generate import SamplerSpec
+
+    model, x = RandomConvEps(), torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    seq = timestep_sequence(1000, 12, "quadratic")
+    a = ddim_sample(model, SCHED, x, steps=12, spacing="quadratic")
+    b = SamplerSpec("ddim", 12, timesteps=tuple(seq)).run(model, SCHED, x)
+    assert torch.equal(a, b)
+    assert SamplerSpec("ddim", 3, timesteps=(5, 7, 1)).problems(1000)  # not decreasing
+    assert SamplerSpec("ddim", 2, timesteps=(5, 1, 0)).problems(1000)  # not `steps` of them
+    with pytest.raises(ValueError, match="decrease strictly"):
+        ddim_sample(model, SCHED, x, steps=2, timesteps=[10, 10])

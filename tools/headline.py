@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTER_TITLES = {
     "01_unet": "The U-Net", "02_process": "The diffusion process", "03_train": "Training and sampling",
-    "04_schedules": "Noise schedules", "05_interpolation": "Interpolation", "06_gan": "Diffusion against a GAN",
-    "07_cifar10": "CIFAR-10", "08_ddim": "DDIM",
+    "04_schedules": "Noise schedules", "05_recipe": "Training on a laptop", "06_interpolation": "Interpolation", "07_gan": "Diffusion against a GAN",
+    "08_cifar10": "CIFAR-10", "09_ddim": "DDIM",
 }
 
 
@@ -43,6 +43,13 @@ def _f(v, digits: int = 2) -> str:
         return "n/a"
 
 
+def _ci(row: dict, key: str = "FID") -> str:
+    """``value [lo, hi]`` from a results row with ``key``, ``key lo`` and ``key hi`` columns."""
+    if f"{key} lo" not in row:
+        return _f(row.get(key))
+    return f"{_f(row[key])} [{_f(row[f'{key} lo'])}, {_f(row[f'{key} hi'])}]"
+
+
 def training_minutes(res: Path) -> dict[str, str]:
     """Per chapter, the training time its model(s) cost, read from what training wrote."""
     out = {}
@@ -56,53 +63,76 @@ def training_minutes(res: Path) -> dict[str, str]:
         return f"{sum(s['train_seconds'] for s in sums) / 60:.1f} on {', '.join(devices)}"
 
     out["03_train"] = from_summaries([res / "03_train" / "summary.json"])
-    out["04_schedules"] = from_summaries(sorted((res / "04_schedules").glob("*/summary.json")))
-    out["07_cifar10"] = from_summaries([res / "07_cifar10" / "summary.json"])
-    gan = {r[""]: r for r in _csv(res / "06_gan" / "comparison.csv")}
-    if "training time (min)" in gan:
-        out["06_gan"] = f"{float(gan['training time (min)']['DCGAN']):.1f} (the GAN)"
+    out["04_schedules"] = from_summaries(sorted((res / "04_schedules").glob("*/seed*/summary.json")))
+    recipe = _csv(res / "05_recipe" / "runs.csv")
+    if recipe:
+        out["05_recipe"] = f"{sum(float(r['minutes']) for r in recipe):.1f} ({len(recipe)} runs)"
+    cost = {r[""]: r for r in _csv(res / "07_gan" / "cost.csv")}
+    if cost:
+        out["07_gan"] = " + ".join(f"{float(cost[k]['training (min)']):.1f} ({k})"
+                                   for k in ("DCGAN", "diffusion, same minutes") if k in cost)
+    out["08_cifar10"] = from_summaries([res / "08_cifar10" / "summary.json"])
     return {k: v for k, v in out.items() if v}
 
 
-def headline(profile: str) -> str:
-    res = ROOT / "results" / profile
-    lines = [f"Results of the **{profile}** profile (`results/{profile}/`)."]
-    train = _json(res / "03_train" / "summary.json")
-    grid = _csv(res / "08_ddim" / "grid.csv")
-    floor = _json(res / "08_ddim" / "floor.json")
-    gan = {r[""]: r for r in _csv(res / "06_gan" / "comparison.csv")} if (res / "06_gan" / "comparison.csv").exists() else {}
-    sched = _csv(res / "04_schedules" / "quality.csv")
-    cifar = _json(res / "07_cifar10" / "headline.json")
-    timings = _json(res / "timings.json")
-
+def result_rows(res: Path) -> list[tuple[str, str]]:
+    """The front page's results: the headline number of every chapter, with its interval where it has one."""
     rows = []
+    train = _json(res / "03_train" / "summary.json")
     if train:
         rows.append(("MNIST model (chapter 03)", f"{train['parameters']:,} parameters, {train['steps']:,} steps, "
                      f"{train['train_seconds'] / 60:.1f} min of training on {train['device_name']}, "
                      f"{train['images_per_s']:,.0f} images/s"))
+    nll = _json(res / "03_train" / "nll.json")
+    if nll:
+        rows.append(("Likelihood bound, chapter 03 model", f"{nll['bits_per_dim']:.3f} bits/dim "
+                     f"[{nll['lo']:.3f}, {nll['hi']:.3f}] on {nll['n']:,} test digits"))
+    grid = _csv(res / "09_ddim" / "grid.csv")
     for r in grid:
         if r["sampler"] in ("DDPM-1000", "DDIM-50 (eta=0)", "DDIM-10 (eta=0)", "DPM-Solver++(2M)-10",
                             "DPM-Solver++(2M)-20"):
             speed = (f", {float(r['speed-up vs DDPM']):.1f}x faster than DDPM"
                      if r.get("speed-up vs DDPM") and r.get("method") != "ddpm" else "")
-            rows.append((f"FID-MNIST, {r['sampler']}", f"{_f(r['FID'])} (N = {r['N']}, "
-                         f"{float(r['s / image']) * 1000:.1f} ms per image{speed})"))
+            share = next((v for k, v in r.items() if k.startswith("share with confidence")), None)
+            conf = f", {float(share):.0%} read with confidence > 0.9" if share else ""
+            rows.append((f"FID-MNIST, {r['sampler']}", f"{_ci(r)} (N = {r['N']}, "
+                         f"{float(r['s / image']) * 1000:.1f} ms per image{conf}{speed})"))
+    floor = _json(res / "09_ddim" / "floor.json")
     if floor:
-        rows.append(("FID-MNIST, real vs real (floor)", f"{_f(floor['FID'])} (N = {floor['N']})"))
-    for r in sched:
-        rows.append((f"FID-MNIST, {r['schedule']} schedule (chapter 04)", f"{_f(r['FID'])} (N = {r['N']})"))
-    if "FID" in gan:
-        rows.append(("FID-MNIST, DCGAN (chapter 06)", _f(gan["FID"]["DCGAN"])))
+        rows.append(("FID-MNIST, real vs real (floor)", f"{_ci(floor)} (N = {floor['N']})"))
+    for r in _csv(res / "04_schedules" / "summary.csv"):
+        if r["sampler"] == "at matched log-SNR":
+            rows.append((f"FID-MNIST, {r['schedule']} schedule (chapter 04, mean over seeds)", _ci(r)))
+    rank = _csv(res / "05_recipe" / "ranking.csv")
+    if rank:
+        best = rank[0]
+        rows.append(("Best recipe at a few minutes (chapter 05)", f"{best['']} (FID-MNIST {_f(best['FID'])}; "
+                     f"base recipe {_f(next(r['FID'] for r in rank if r[''] == 'base'))})"))
+    gan = {r[""]: r for r in _csv(res / "07_gan" / "comparison.csv")}
+    if "DCGAN (final)" in gan:
+        rows.append(("FID-MNIST, DCGAN (chapter 07)", _ci(gan["DCGAN (final)"])))
+    if "diffusion, same minutes" in gan:
+        rows.append(("FID-MNIST, diffusion for the GAN's minutes (chapter 07)", _ci(gan["diffusion, same minutes"])))
+    cifar = _json(res / "08_cifar10" / "headline.json")
     if cifar:
-        rows.append(("CIFAR-10 FID (classifier features)", f"{_f(cifar.get('fid'))} (N = {cifar.get('n')}, "
+        interval = f" [{_f(cifar['fid_lo'])}, {_f(cifar['fid_hi'])}]" if "fid_lo" in cifar else ""
+        rows.append(("CIFAR-10 FID (classifier features)", f"{_f(cifar.get('fid'))}{interval} (N = {cifar.get('n')}, "
                      f"floor {_f(cifar.get('floor'))})"))
     elif rows:
         rows.append(("CIFAR-10 FID", "not produced by this profile"))
+    return rows
+
+
+def headline(profile: str) -> str:
+    res = ROOT / "results" / profile
+    lines = [f"Results of the **{profile}** profile (`results/{profile}/`)."]
+    rows = result_rows(res)
+    timings = _json(res / "timings.json")
     if rows:
-        lines += ["", "| result | value |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows]
-        lines += ["", f": Headline results of the {profile} profile, read from the files the chapters wrote. FID-MNIST "
-                  "is the Frechet distance in the features of the project's MNIST classifier; lower is better "
-                  "{#tbl-headline}"]
+        lines += ["", "| result | value [95% interval] |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows]
+        lines += ["", f": Headline results of the {profile} profile, read from the files the chapters wrote, with "
+                  "95% intervals where the chapter computed one. FID-MNIST is the Frechet distance in the features "
+                  "of the project's MNIST classifier; lower is better {#tbl-headline}"]
     else:
         lines += ["", f"No results yet: run `make results PROFILE={profile}`."]
     if timings:

@@ -79,6 +79,7 @@ th, td { border: 1px solid #ddd; padding: 0.2rem 0.5rem; text-align: left; verti
 .live-sampler .ls-controls label { margin-right: 1rem; font-size: 0.9rem; }
 .live-sampler input[type=number] { width: 5rem; }
 .live-sampler .ls-panes { display: flex; gap: 1.5rem; flex-wrap: wrap; }
+.live-sampler .ls-label { font-size: 0.9rem; color: #333; text-align: center; }
 .live-sampler canvas { width: 232px; image-rendering: pixelated; border: 1px solid #ddd; }
 .live-sampler .ls-scrub { width: 100%; max-width: 500px; }
 .live-sampler-unavailable canvas, .live-sampler-unavailable .ls-scrub { display: none; }
@@ -89,6 +90,10 @@ th, td { border: 1px solid #ddd; padding: 0.2rem 0.5rem; text-align: left; verti
   main { max-width: none; padding: 0; }
   .chapter, .toc { break-before: page; }
   figure, .table-block, pre { break-inside: avoid; }
+  .table-block { overflow: visible; }
+  table { width: 100%; font-size: 0.72rem; }
+  th, td { overflow-wrap: anywhere; padding: 0.1rem 0.3rem; }
+  math { font-size: 0.92em; }
   details.code-fold > summary { display: none; }
   a { color: inherit; text-decoration: none; }
 }

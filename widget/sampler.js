@@ -147,7 +147,7 @@
     const panes = el("div", {class: "ls-panes"});
     const cx = el("canvas", {class: "ls-xt", title: "x_t"}), c0 = el("canvas", {class: "ls-x0", title: "predicted x_0"});
     [["x_t", cx], ["predicted x_0", c0]].forEach(([label, canvas]) => {
-      const f = el("figure", {}); f.appendChild(canvas); f.appendChild(el("figcaption", {}, label)); panes.appendChild(f);
+      const f = el("div", {class: "ls-pane"}); f.appendChild(canvas); f.appendChild(el("div", {class: "ls-label"}, label)); panes.appendChild(f);
     });
     const scrub = el("input", {type: "range", min: "0", max: "0", value: "0", class: "ls-scrub", "aria-label": "step"});
     root.append(form, status, panes, scrub);

@@ -4,6 +4,8 @@
 - ``params``: a chapter's parameters checked before it runs, samplers built from them;
 - ``runs``: train a run, or reuse it when it can stand for the configuration;
 - ``models``: load a chapter's trained model with its schedule;
+- ``evaluate``: sample trained runs from the same x_T and measure them with one instrument;
+- ``recipe``: the arms of a training-recipe study (a base configuration and what each arm changes);
 - ``overview``: the table of parameters a chapter opens with;
 - ``claims``: written answers whose claims are checked against the run's data;
 - ``answers``: the answers, shown in their chapter and kept for the book's Answers chapter;

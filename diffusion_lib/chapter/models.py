@@ -16,7 +16,11 @@ __all__ = ["load_trained"]
 
 
 def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[UNet, NoiseSchedule, dict[str, Any]]:
-    """The EMA model a training run saved in ``run_dir``, its noise schedule (on ``device``) and its metadata."""
-    model, meta = load_model(resolve(run_dir) / "model_ema.pt", device=device)
+    """The EMA model a training run saved in ``run_dir``, its noise schedule (on ``device``) and its metadata.
+
+    ``run_dir`` may also name a model file itself (a snapshot, ``snapshots/ema_<step>.pt``).
+    """
+    path = resolve(run_dir)
+    model, meta = load_model(path if path.is_file() else path / "model_ema.pt", device=device)
     schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
     return model, schedule, meta

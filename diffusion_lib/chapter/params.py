@@ -19,6 +19,7 @@ from ..diffusion.schedules import SCHEDULES
 from ..evaluation.gan import GANConfig
 from ..nets.inference import BACKENDS
 from ..training.config import TrainConfig
+from .recipe import merged
 
 __all__ = ["check_chapter_parameters", "sampler"]
 
@@ -83,6 +84,26 @@ def _value_problems(key: str, value: Any, T: int) -> list[str]:
     return []
 
 
+def _recipe_problems(base: dict[str, Any], arms: dict[str, Any], combined: Any) -> list[str]:
+    """The base recipe and every arm merged into it must be valid training configurations."""
+    problems: list[str] = []
+    try:
+        from_dict(TrainConfig, base, source="base section")
+    except ConfigError as exc:
+        return ["base." + p for p in problems_of(exc)]
+    for name, overrides in arms.items():
+        if not isinstance(overrides, dict):
+            problems.append(f"arms.{name}: expected a mapping of the keys the arm changes, got {overrides!r}")
+            continue
+        try:
+            from_dict(TrainConfig, merged(base, overrides), source=f"arm {name}")
+        except ConfigError as exc:
+            problems += [f"arms.{name}.{p}" for p in problems_of(exc)]
+    if not isinstance(combined, list) or any(c not in arms for c in combined):
+        problems.append(f"combined: must list arms of this study ({', '.join(arms)}), got {combined!r}")
+    return problems
+
+
 def check_chapter_parameters(declared: dict[str, Any], given: dict[str, Any], source: str) -> None:
     """Validate a chapter's parameters ``given`` against its ``declared`` names and defaults; one error lists all."""
     problems: list[str] = []
@@ -92,6 +113,8 @@ def check_chapter_parameters(declared: dict[str, Any], given: dict[str, Any], so
             T = from_dict(TrainConfig, given["train"], source="train section").noise_steps
         except ConfigError as exc:
             problems += problems_of(exc)
+    if isinstance(given.get("base"), dict) and isinstance(given.get("arms", {}), dict):  # a recipe study
+        problems += _recipe_problems(given["base"], given.get("arms", {}), given.get("combined", []))
     for key, value in given.items():
         if key not in declared:
             close = difflib.get_close_matches(key, list(declared), n=1, cutoff=0.6)

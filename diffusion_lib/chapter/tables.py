@@ -1,7 +1,10 @@
 """Tables as a reader wants them: integers as integers, three significant digits, no stray index column.
 
 The caption comes from the cell (``#| tbl-cap:``), so Quarto and the fallback
-renderer number it; units belong in the column names (``"s / image"``).
+renderer number it; units belong in the column names (``"s / image"``). A column
+``X`` with companions ``X lo`` and ``X hi`` (a 95% interval, as
+:meth:`~diffusion_lib.evaluation.quality.QualityReport.row` writes them) is shown
+as one column ``X [95% CI]``: ``4.30 [3.37, 5.23]``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any, Mapping, Optional
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-__all__ = ["format_number", "table"]
+__all__ = ["format_number", "with_intervals", "table"]
 
 
 def format_number(v: Any, digits: int = 3) -> str:
@@ -36,11 +39,24 @@ def format_number(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def with_intervals(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """``df`` with every ``X``, ``X lo``, ``X hi`` triple folded into one text column ``X [95% CI]``."""
+    out = df.copy()
+    for col in [c for c in df.columns if f"{c} lo" in df.columns and f"{c} hi" in df.columns]:
+        text = [f"{format_number(v, digits)} [{format_number(lo, digits)}, {format_number(hi, digits)}]"
+                if not (isinstance(v, float) and math.isnan(v)) else ""
+                for v, lo, hi in zip(df[col], df[f"{col} lo"], df[f"{col} hi"])]
+        out[col] = text
+        out = out.drop(columns=[f"{col} lo", f"{col} hi"]).rename(columns={col: f"{col} [95% CI]"})
+    return out
+
+
 def table(df: pd.DataFrame, *, index: bool = False, digits: int = 3,
           formats: Optional[Mapping[str, str]] = None) -> Styler:
-    """A formatted view of ``df`` for the report (index hidden unless it is the row labels)."""
+    """A formatted view of ``df`` for the report (index hidden unless it is the row labels); intervals folded in."""
     if index:  # the row labels become the first column, under the index's name
         df = df.reset_index().rename(columns={"index": ""})
+    df = with_intervals(df, digits)
     fmt = {c: (lambda v, d=digits: format_number(v, d)) for c in df.columns}
     for col, spec in (formats or {}).items():
         fmt[col] = (lambda v, s=spec: "" if v is None or (isinstance(v, float) and math.isnan(v)) else s.format(v))

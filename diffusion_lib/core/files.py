@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
+    "replace_marked_section",
     "temp_file_beside",
     "remove_stale_temp_files",
     "digest",
@@ -97,6 +98,21 @@ def atomic_write_bytes(path: str | Path, data: bytes, keep_previous: Optional[Pa
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_write(path, "w") as fh:
         fh.write(text)
+
+
+def replace_marked_section(path: str | Path, name: str, body: str) -> None:
+    """Replace what stands between ``<!-- name:start -->`` and ``<!-- name:end -->`` in a text file, atomically.
+
+    The generated parts of the README (benchmark tables, the training recipe) are written this way.
+    """
+    path = Path(path)
+    text = path.read_text()
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"{path} has no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(path, f"{head}{start}\n{body}\n{end}{tail}")
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -20,7 +20,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     print(f"MNIST ready in {resolve(root[0]) / 'MNIST'}: {len(x):,} training and {len(xt):,} test images")
-    try:  # only chapter 07 needs CIFAR-10; its absence is reported, not fatal here
+    try:  # only chapter 08 needs CIFAR-10; its absence is reported, not fatal here
         print(f"CIFAR-10 ready: {prepare_cifar10(root[0])}")
     except DataError as exc:
         print(f"note: {exc}", file=sys.stderr)

@@ -11,13 +11,18 @@ from torchvision.utils import make_grid
 
 from ..core.files import atomic_write_bytes
 
-__all__ = ["to_model_range", "hwc_to_model_range", "to_unit_range", "grid_image", "save_grid"]
+__all__ = ["to_model_range", "to_uint8", "hwc_to_model_range", "to_unit_range", "grid_image", "save_grid"]
 
 
 def to_model_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 images (N, H, W) or (N, C, H, W) in [0, 255] -> float (N, C, H, W) in [-1, 1]."""
     x = images.float() / 127.5 - 1.0
     return x.unsqueeze(1) if x.ndim == 3 else x
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Model-range images [-1, 1] -> uint8 in [0, 255] (rounded), the inverse of :func:`to_model_range`."""
+    return ((x.detach().float().cpu().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
 
 
 def hwc_to_model_range(images: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from ..core.devices import synchronize
 from .samplers import SPACINGS, Callback, bad_eta, bad_steps, ddim_sample, ddpm_sample, dpm_solver_pp_2m_sample
 from .schedules import NoiseSchedule
 
-__all__ = ["METHODS", "SamplerSpec", "generate"]
+__all__ = ["METHODS", "SamplerSpec", "generate", "decode"]
 
 METHODS = ("ddpm", "ddim", "dpm++2m")
 
@@ -32,6 +32,7 @@ class SamplerSpec:
     eta: float = 0.0
     spacing: str = ""
     variance: str = "posterior"  # DDPM only
+    timesteps: tuple[int, ...] = ()  # explicit timesteps (DDIM, DPM-Solver++), instead of a spacing
 
     @classmethod
     def from_mapping(cls, d: dict[str, Any], noise_steps: int = 1000) -> "SamplerSpec":
@@ -42,7 +43,7 @@ class SamplerSpec:
         problems = cls.mapping_problems(d, noise_steps)
         if problems:
             raise ValueError("; ".join(problems))
-        return cls(**{**d, "eta": float(d.get("eta", 0.0))})
+        return cls(**{**d, "eta": float(d.get("eta", 0.0)), "timesteps": tuple(d.get("timesteps", ()))})
 
     @classmethod
     def mapping_problems(cls, d: Any, noise_steps: int = 1000) -> list[str]:
@@ -71,6 +72,13 @@ class SamplerSpec:
             problems.append(f"spacing: unknown step spacing {v['spacing']!r}; valid: {', '.join(SPACINGS)}")
         if v["variance"] not in ("posterior", "beta"):
             problems.append(f"variance: must be 'posterior' or 'beta', got {v['variance']!r}")
+        ts = list(v["timesteps"] or ())
+        if ts:
+            if method == "ddpm":
+                problems.append("timesteps: DDPM visits every step; explicit timesteps are for ddim or dpm++2m")
+            if len(ts) != steps or any(not isinstance(t, int) or not 0 <= t < T for t in ts) \
+                    or any(a <= b for a, b in zip(ts, ts[1:])):
+                problems.append(f"timesteps: must be {steps} integers decreasing strictly within [0, {T - 1}]")
         return problems
 
     def problems(self, noise_steps: int) -> list[str]:
@@ -94,10 +102,10 @@ class SamplerSpec:
         if self.method == "ddpm":
             return ddpm_sample(model, schedule, x_T, variance=self.variance, generator=generator, callback=callback)
         if self.method == "ddim":
-            return ddim_sample(model, schedule, x_T, steps=self.steps, eta=self.eta,
-                               spacing=self.spacing or "uniform", generator=generator, callback=callback)
+            return ddim_sample(model, schedule, x_T, steps=self.steps, eta=self.eta, spacing=self.spacing or "uniform",
+                               timesteps=self.timesteps or None, generator=generator, callback=callback)
         return dpm_solver_pp_2m_sample(model, schedule, x_T, steps=self.steps, spacing=self.spacing or "logsnr",
-                                       callback=callback)
+                                       timesteps=self.timesteps or None, callback=callback)
 
 
 def generate(model: nn.Module, schedule: NoiseSchedule, spec: SamplerSpec, n: int, *, seed: int = 0,
@@ -132,3 +140,17 @@ def generate(model: nn.Module, schedule: NoiseSchedule, spec: SamplerSpec, n: in
         bar.close()
         model.train(was_training)
     return torch.cat(out), seconds / n
+
+
+def decode(model: nn.Module, schedule: NoiseSchedule, spec: SamplerSpec, x_T: torch.Tensor, *,
+           batch_size: int = 100, generator: Optional[torch.Generator] = None, progress: bool = False) -> torch.Tensor:
+    """The images ``spec`` makes from given latents ``x_T`` (any number), in batches; on the CPU, in [-1, 1].
+
+    With a deterministic sampler (DDIM with eta = 0) this is the map from noise to
+    images that interpolation and inversion study.
+    """
+    device = schedule.betas.device
+    out = []
+    for i in tqdm(range(0, len(x_T), batch_size), desc=f"decode ({spec.name})", disable=not progress, leave=False):
+        out.append(spec.run(model, schedule, x_T[i:i + batch_size].to(device), generator=generator).clamp(-1, 1).cpu())
+    return torch.cat(out)

@@ -11,20 +11,43 @@ from torch import nn
 from ..core.devices import randn
 from .schedules import NoiseSchedule
 
-__all__ = ["simple_loss", "timestep_losses"]
+__all__ = ["LOSS_WEIGHTINGS", "loss_weights", "simple_loss", "timestep_losses"]
+
+LOSS_WEIGHTINGS = ("uniform", "min_snr")
+
+
+def loss_weights(schedule: NoiseSchedule, t: torch.Tensor, weighting: str = "uniform",
+                 gamma: float = 5.0) -> torch.Tensor:
+    """Per-sample weights of the noise-prediction error at timesteps ``t``, shape ``(B,)``.
+
+    ``uniform``: 1 (L_simple). ``min_snr``: min(SNR_t, gamma) / SNR_t, the Min-SNR-gamma
+    weighting of Hang et al. (2023, eq. 7 written for an eps-prediction target): it
+    keeps the eps loss at high noise and down-weights the low-noise steps, where
+    SNR_t > gamma and the eps target says little about the image.
+    """
+    if weighting == "uniform":
+        return torch.ones(t.shape, device=t.device)
+    if weighting == "min_snr":
+        snr = schedule.log_snr[t].exp()
+        return snr.clamp(max=gamma) / snr
+    raise ValueError(f"unknown loss weighting {weighting!r}; valid: {', '.join(LOSS_WEIGHTINGS)}")
 
 
 def simple_loss(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                *, autocast: bool = False) -> torch.Tensor:
+                *, autocast: bool = False, weighting: str = "uniform", gamma: float = 5.0) -> torch.Tensor:
     """L_simple = ||eps - eps_theta(sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps, t)||^2, batch mean (Ho et al. eq. 14).
 
     With ``autocast`` the network runs under bf16 autocast; the loss itself is
-    computed in float32.
+    computed in float32. ``weighting`` other than ``"uniform"`` weights each
+    sample's error (see :func:`loss_weights`); the target stays the noise.
     """
     x_t = schedule.q_sample(x0, t, noise)
     with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=autocast):
         eps = model(x_t, t)
-    return F.mse_loss(eps.float(), noise)
+    if weighting == "uniform":
+        return F.mse_loss(eps.float(), noise)
+    per_sample = (eps.float() - noise).pow(2).flatten(1).mean(1)
+    return (loss_weights(schedule, t, weighting, gamma) * per_sample).mean()
 
 
 @torch.no_grad()

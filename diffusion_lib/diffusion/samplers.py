@@ -8,7 +8,7 @@ a chapter can record a trajectory without the sampler knowing about it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,8 @@ __all__ = [
     "bad_eta",
     "SPACINGS",
     "timestep_sequence",
+    "timesteps_at_log_snr",
+    "common_log_snr_grid",
     "ddpm_sample",
     "ddim_sample",
     "ddim_invert",
@@ -166,7 +168,40 @@ def timestep_sequence(T: int, steps: int, spacing: str = "uniform",
     return [int(t) for t in seq[::-1]]
 
 
-def _sequence(schedule: NoiseSchedule, steps: int, spacing: str) -> list[int]:
+def timesteps_at_log_snr(log_snr: torch.Tensor, targets: Sequence[float]) -> list[int]:
+    """For each target log-SNR (from noisy to clean), the timestep whose log-SNR is nearest, strictly decreasing.
+
+    Two schedules sampled at the same targets visit the same noise levels, whatever
+    their timestep indices; neighbours that round to the same step are pushed apart.
+    """
+    lam = np.asarray(log_snr.detach().cpu(), dtype=np.float64)  # decreasing in t
+    T = len(lam)
+    seq = np.array([int(np.abs(lam - v).argmin()) for v in targets])
+    if len(seq) > T:
+        raise ValueError(f"{len(seq)} timesteps do not fit in T = {T}")
+    seq = np.clip(seq, np.arange(len(seq))[::-1], T - 1 - np.arange(len(seq)))  # room for a strict order
+    for i in range(1, len(seq)):
+        seq[i] = min(seq[i], seq[i - 1] - 1)
+    return [int(t) for t in seq]
+
+
+def common_log_snr_grid(log_snrs: Sequence[torch.Tensor], steps: int) -> list[float]:
+    """``steps`` log-SNR values evenly spaced over the range every schedule covers, from noisy to clean."""
+    lo = max(float(ls.min()) for ls in log_snrs)
+    hi = min(float(ls.max()) for ls in log_snrs)
+    if lo >= hi:
+        raise ValueError("the schedules cover no common range of log-SNR")
+    return np.linspace(lo, hi, steps).tolist()
+
+
+def _sequence(schedule: NoiseSchedule, steps: int, spacing: str,
+              timesteps: Optional[Sequence[int]] = None) -> list[int]:
+    if timesteps:
+        seq = [int(t) for t in timesteps]
+        T = schedule.num_steps
+        if any(not 0 <= t < T for t in seq) or any(a <= b for a, b in zip(seq, seq[1:])):
+            raise ValueError(f"timesteps must decrease strictly within [0, {T - 1}], got {seq}")
+        return seq
     return timestep_sequence(schedule.num_steps, steps, spacing,
                              log_snr=schedule.log_snr.cpu() if spacing == "logsnr" else None)
 
@@ -185,12 +220,13 @@ def ddim_sample(
     steps: int = 50,
     eta: float = 0.0,
     spacing: str = "uniform",
+    timesteps: Optional[Sequence[int]] = None,
     clip_x0: bool = True,
     generator: Optional[torch.Generator] = None,
     callback: Optional[Callback] = None,
     progress: bool = False,
 ) -> torch.Tensor:
-    """DDIM (Song et al. 2021, eq. 12) over ``steps`` timesteps of the given spacing.
+    """DDIM (Song et al. 2021, eq. 12) over ``steps`` timesteps of the given spacing (or the given ``timesteps``).
 
     x_{t'} = sqrt(ab_{t'}) x0_hat + sqrt(1 - ab_{t'} - sigma^2) eps_hat + sigma z, with
     sigma = eta sqrt((1 - ab_{t'}) / (1 - ab_t)) sqrt(1 - ab_t / ab_{t'}) (eq. 16).
@@ -200,7 +236,7 @@ def ddim_sample(
     """
     if bad_eta(eta):
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
-    seq = _sequence(schedule, steps, spacing)
+    seq = _sequence(schedule, steps, spacing, timesteps)
     x = x_T.to(schedule.betas.device).float()
     for i, t in enumerate(tqdm(seq, desc=f"DDIM-{steps}", disable=not progress, leave=False)):
         t_prev = seq[i + 1] if i + 1 < len(seq) else -1
@@ -260,6 +296,7 @@ def dpm_solver_pp_2m_sample(
     *,
     steps: int = 20,
     spacing: str = "logsnr",
+    timesteps: Optional[Sequence[int]] = None,
     clip_x0: bool = True,
     callback: Optional[Callback] = None,
     progress: bool = False,
@@ -273,7 +310,7 @@ def dpm_solver_pp_2m_sample(
     step, to the clean level, returns the data prediction (first order), so the method costs
     exactly ``steps`` network evaluations.
     """
-    seq = _sequence(schedule, steps, spacing)
+    seq = _sequence(schedule, steps, spacing, timesteps)
     x = x_T.to(schedule.betas.device).float()
     lam = lambda ab: 0.5 * (ab.log() - (1 - ab).log())  # noqa: E731
     x0_prev, h_prev = None, None

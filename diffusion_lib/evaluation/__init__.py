@@ -1,7 +1,10 @@
 """Evaluation (above ``data`` and ``nets``): how good, how diverse, how novel the samples are.
 
 - ``classifiers``: the committed instruments (one small CNN per dataset) and how they are made;
-- ``quality``: FID and KID in an instrument's features, class statistics, the real-vs-real floor;
-- ``neighbours``: nearest training images (memorisation checks);
-- ``gan``: the DCGAN baseline chapter 06 compares against.
+- ``quality``: FID, KID, precision and recall in an instrument's features with bootstrap intervals,
+  class statistics, the real-vs-real floor;
+- ``comparison``: arms trained with several seeds compared through a pooled t interval;
+- ``likelihood``: negative log-likelihood in bits/dim from the variational bound;
+- ``neighbours``: nearest training images, in pixels and in the instrument's features (memorisation);
+- ``gan``: the DCGAN baseline chapter 07 compares against.
 """

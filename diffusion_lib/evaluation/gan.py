@@ -24,7 +24,7 @@ from ..core.devices import randn
 from ..core.errors import CheckpointError
 from ..core.files import load_tagged, save_tagged
 from ..data.batches import TensorBatches
-from ..data.images import to_model_range
+from ..data.images import to_model_range, to_uint8
 
 __all__ = ["Generator", "Discriminator", "GANConfig", "GANHistory", "train_gan", "save_gan", "load_gan",
            "train_or_load_gan", "gan_samples"]
@@ -75,7 +75,7 @@ class GANConfig:
     beta1: float = field(default=0.5, metadata=rule(lambda v: 0 <= v < 1, "must be in [0, 1)"))
     seed: int = field(default=0, metadata=non_negative())
     snapshot_every: int = field(default=500, metadata=positive())
-    snapshot_n: int = field(default=16, metadata=positive())
+    snapshot_n: int = field(default=16, metadata=positive())  # images from a fixed z at every snapshot
 
 
 @dataclass
@@ -87,8 +87,13 @@ class GANHistory:
     loss_g: list[float] = field(default_factory=list)
     d_real: list[float] = field(default_factory=list)  # mean sigmoid(D(x)) on real images
     d_fake: list[float] = field(default_factory=list)  # mean sigmoid(D(G(z))) on fakes
-    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> uint8 images (snapshot_n, 1, 28, 28)
     train_seconds: float = 0.0
+    snapshot_seconds: dict[int, float] = field(default_factory=dict)  # step -> training seconds until then
+
+    def snapshot_images(self, step: int) -> torch.Tensor:
+        """The generator's images at a snapshot, in model range."""
+        return to_model_range(self.snapshots[step])
 
 
 def train_gan(images: torch.Tensor, cfg: GANConfig, device: torch.device | str = "cpu", progress: bool = True,
@@ -131,15 +136,26 @@ def train_gan(images: torch.Tensor, cfg: GANConfig, device: torch.device | str =
         hist.d_fake.append(torch.sigmoid(logit_fake).mean().item())
         if step % cfg.snapshot_every == 0 or step == cfg.steps:
             G.eval()
-            with torch.no_grad():
-                hist.snapshots[step] = G(fixed_z).cpu()
+            with torch.no_grad():  # kept as 8-bit images, like the data, so a reloaded history is the same
+                hist.snapshots[step] = torch.cat([to_uint8(G(z)) for z in fixed_z.split(500)])
+            hist.snapshot_seconds[step] = hist.train_seconds
             G.train()
             if on_snapshot is not None:
                 on_snapshot(step, G)
     return G.eval(), D.eval(), hist
 
 
-GAN_FORMAT = "diffusion_lib/gan/v1"
+GAN_FORMAT = "diffusion_lib/gan/v2"  # v2: 8-bit snapshots and their training times
+
+
+def _older_format(path: str | Path) -> bool:
+    """Whether ``path`` holds a GAN in an earlier version of this project's format."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # unreadable: not an older format, a damaged file (load_tagged says so)
+        return False
+    fmt = obj.get("format", "") if isinstance(obj, dict) else ""
+    return isinstance(fmt, str) and fmt.startswith("diffusion_lib/gan/") and fmt != GAN_FORMAT
 
 
 def save_gan(path: str | Path, cfg: GANConfig, G: Generator, D: Discriminator, hist: GANHistory) -> None:
@@ -150,6 +166,7 @@ def save_gan(path: str | Path, cfg: GANConfig, G: Generator, D: Discriminator, h
         "discriminator": {k: v.cpu() for k, v in D.state_dict().items()},
         "history": {"step": hist.step, "loss_d": hist.loss_d, "loss_g": hist.loss_g, "d_real": hist.d_real,
                     "d_fake": hist.d_fake, "snapshots": {str(k): v for k, v in hist.snapshots.items()},
+                    "snapshot_seconds": {str(k): v for k, v in hist.snapshot_seconds.items()},
                     "train_seconds": hist.train_seconds},
     })
 
@@ -159,7 +176,12 @@ def load_gan(path: str | Path, cfg: GANConfig, device: torch.device | str = "cpu
     """The GAN saved at ``path`` if it was trained with ``cfg``, else None."""
     if not Path(path).exists():
         return None
-    obj = load_tagged(path, GAN_FORMAT, required=("config", "generator", "discriminator", "history"))
+    try:
+        obj = load_tagged(path, GAN_FORMAT, required=("config", "generator", "discriminator", "history"))
+    except CheckpointError:
+        if _older_format(path):  # a GAN saved by an earlier version: train again (the old file is moved aside)
+            return None
+        raise
     if obj["config"] != asdict(cfg):
         return None
     G, D = Generator(cfg.z_dim, cfg.width), Discriminator(cfg.width)
@@ -170,7 +192,8 @@ def load_gan(path: str | Path, cfg: GANConfig, device: torch.device | str = "cpu
         raise CheckpointError(f"{path}: the saved networks do not fit the configuration ({str(exc).splitlines()[0]})")
     h = obj["history"]
     hist = GANHistory(step=h["step"], loss_d=h["loss_d"], loss_g=h["loss_g"], d_real=h["d_real"], d_fake=h["d_fake"],
-                      snapshots={int(k): v for k, v in h["snapshots"].items()}, train_seconds=h["train_seconds"])
+                      snapshots={int(k): v for k, v in h["snapshots"].items()}, train_seconds=h["train_seconds"],
+                      snapshot_seconds={int(k): v for k, v in h["snapshot_seconds"].items()})
     return G.to(device).eval(), D.to(device).eval(), hist
 
 

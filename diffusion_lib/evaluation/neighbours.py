@@ -1,27 +1,43 @@
-"""Nearest training images, for memorisation checks."""
+"""Nearest training images in the instrument's features, for memorisation checks.
+
+Pixel distance favours blurry images (a blur is close to many digits at once)
+and cannot tell a copy from a blur; the classifier's features, the space FID
+uses, compare what the images show. A model that copies its training set puts
+samples much closer to their nearest training image than held-out real images
+are to theirs; a model that generalises puts them about as close.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from ..data.images import to_model_range
+from .classifiers import ConvClassifier
+from .quality import features
 
-__all__ = ["nearest_neighbours"]
+__all__ = ["pool_features", "nearest_in_features"]
 
 
 @torch.no_grad()
-def nearest_neighbours(queries: torch.Tensor, pool: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each query image (model range), the pixel-space L2 distance to its nearest image of ``pool``, and its index.
+def pool_features(classifier: ConvClassifier, pool: torch.Tensor, chunk: int = 5000) -> torch.Tensor:
+    """The instrument's features of a uint8 image set (N, C, H, W), e.g. a training set, a chunk at a time."""
+    return torch.cat([features(classifier, to_model_range(pool[s:s + chunk])) for s in range(0, len(pool), chunk)])
 
-    ``pool`` is a uint8 image tensor (N, C, H, W), e.g. a whole training set,
-    converted to model range a chunk at a time.
+
+@torch.no_grad()
+def nearest_in_features(classifier: ConvClassifier, queries: torch.Tensor, pool: torch.Tensor,
+                        chunk: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each query image (model range), the feature distance to its nearest ``pool`` image, and that image's index.
+
+    ``pool`` is either uint8 images (N, C, H, W) or their features from :func:`pool_features` (N, F),
+    which saves computing them again for every set of queries.
     """
-    a = queries.flatten(1).float()
-    best_d = torch.full((len(a),), float("inf"))
-    best_i = torch.zeros(len(a), dtype=torch.long)
-    for start in range(0, len(pool), chunk):
-        d = torch.cdist(a, to_model_range(pool[start:start + chunk]).flatten(1))
-        m, j = d.min(1)
+    feats = pool if pool.ndim == 2 else pool_features(classifier, pool, chunk)
+    q = features(classifier, queries)
+    best_d = torch.full((len(q),), float("inf"), dtype=q.dtype)
+    best_i = torch.zeros(len(q), dtype=torch.long)
+    for start in range(0, len(feats), chunk):
+        m, j = torch.cdist(q, feats[start:start + chunk].to(q.dtype)).min(1)
         better = m < best_d
         best_d[better], best_i[better] = m[better], j[better] + start
     return best_d, best_i

@@ -11,9 +11,11 @@ from typing import Any, Optional
 from ..core.config import from_dict, load_yaml, non_negative, positive, rule, to_plain
 from ..core.errors import ConfigError
 from ..data.datasets import DATASETS
+from ..diffusion.losses import LOSS_WEIGHTINGS
 from ..diffusion.schedules import SCHEDULES
 from ..nets.registry import ARCHS, arch_fields
 from ..nets.unet import geometry_problem
+from .trainer import LR_DECAYS
 
 __all__ = ["ModelSection", "TrainConfig", "load_train_config"]
 
@@ -55,13 +57,23 @@ class TrainConfig:
     lr: float = field(default=2e-4, metadata=rule(lambda v: 0 < v < 1, "must be in (0, 1)"))
     weight_decay: float = field(default=0.0, metadata=non_negative())
     warmup_steps: int = field(default=100, metadata=non_negative())
+    # after the warm-up: "none" keeps the learning rate constant, "cosine" decays it to 0 at `steps`
+    lr_decay: str = field(default="none", metadata=rule(lambda v: v in LR_DECAYS, f"must be one of {list(LR_DECAYS)}"))
     grad_clip: float = field(default=1.0, metadata=non_negative())
     ema_decay: float = field(default=0.999, metadata=rule(lambda v: 0 <= v < 1, "must be in [0, 1)"))
+    ema_warmup: bool = False  # EMA decay min(ema_decay, (1 + n) / (10 + n)) after n updates
+    # the weight of each sample's noise-prediction error: "uniform" is L_simple (Ho et al.);
+    # "min_snr" is min(SNR_t, gamma) / SNR_t (Hang et al. 2023), same target, same network
+    loss_weighting: str = field(default="uniform", metadata=rule(lambda v: v in LOSS_WEIGHTINGS,
+                                                                 f"must be one of {list(LOSS_WEIGHTINGS)}"))
+    min_snr_gamma: float = field(default=5.0, metadata=positive())
     seed: int = field(default=0, metadata=rule(lambda v: 0 <= v < 2**63, "must be an integer in [0, 2**63)"))
     train_subset: int = field(default=0, metadata=non_negative())  # 0: the whole training set
     sample_every: int = field(default=0, metadata=non_negative())  # 0: only at the end
     sample_n: int = field(default=16, metadata=positive())
     checkpoint_every: int = field(default=500, metadata=non_negative())  # 0: only at the end
+    # EMA weights kept every this many steps in snapshots/ema_<step>.pt, to measure quality over training; 0: none
+    snapshot_every: int = field(default=0, metadata=non_negative())
     out_dir: str = "runs/train"  # never inside results/ unless a file says so
     device: str = field(default="auto", metadata=rule(lambda v: bool(_DEVICE_RE.match(v)),
                                                       "must be auto, cpu, cuda or cuda:N"))
@@ -94,6 +106,8 @@ class TrainConfig:
         shape = geometry_problem(self.image_size, self.model.channel_mults)
         if shape:
             problems.append(shape.replace("channel_mults=", "model.channel_mults="))
+        if self.lr_decay == "cosine" and self.steps <= self.warmup_steps:
+            problems.append(f"lr_decay cosine needs steps ({self.steps}) > warmup_steps ({self.warmup_steps})")
         if self.train_subset and self.train_subset < self.batch_size:
             problems.append(f"train_subset ({self.train_subset}) is smaller than batch_size ({self.batch_size})")
         return problems

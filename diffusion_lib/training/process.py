@@ -37,8 +37,10 @@ class DiffusionProcess:
             :mod:`diffusion_lib.diffusion.schedules`).
         model: a module ``model(x_t, t) -> eps``; a default
             :class:`~diffusion_lib.nets.concat_unet.DiffusionModel` is built when ``None``.
-        lr, weight_decay, warmup_steps, grad_clip, ema_decay, autocast, wrap, agree:
-            the :class:`~diffusion_lib.training.trainer.Trainer`'s settings.
+        lr, weight_decay, warmup_steps, lr_decay, total_steps, grad_clip, ema_decay, ema_warmup,
+            autocast, wrap, agree: the :class:`~diffusion_lib.training.trainer.Trainer`'s settings.
+        loss_weighting, min_snr_gamma: how each sample's noise-prediction error is weighted
+            (:func:`~diffusion_lib.diffusion.losses.loss_weights`); ``"uniform"`` is L_simple.
         device: ``"auto"``/``None`` picks CUDA when available.
         model_kwargs: extra arguments for the default model.
     """
@@ -54,8 +56,13 @@ class DiffusionProcess:
         lr: float = 2e-4,
         weight_decay: float = 0.0,
         warmup_steps: int = 0,
+        lr_decay: str = "none",
+        total_steps: int = 0,
         grad_clip: float = 1.0,
         ema_decay: Optional[float] = 0.999,
+        ema_warmup: bool = False,
+        loss_weighting: str = "uniform",
+        min_snr_gamma: float = 5.0,
         autocast: bool = False,
         wrap: Optional[Callable[[nn.Module], nn.Module]] = None,
         agree: Optional[Callable[[bool], bool]] = None,
@@ -75,8 +82,10 @@ class DiffusionProcess:
                 f"the process for {self.channels}x{self.image_size}x{self.image_size}"
             )
         self.model = model.to(self.device)
+        self.loss_weighting, self.min_snr_gamma = loss_weighting, float(min_snr_gamma)
         self.trainer = Trainer(self.model, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-                               grad_clip=grad_clip, ema_decay=ema_decay, autocast=autocast, wrap=wrap, agree=agree)
+                               lr_decay=lr_decay, total_steps=total_steps, grad_clip=grad_clip, ema_decay=ema_decay,
+                               ema_warmup=ema_warmup, autocast=autocast, wrap=wrap, agree=agree)
 
     # ------------------------------------------------------------------ forward process
     @property
@@ -98,14 +107,18 @@ class DiffusionProcess:
 
     def loss(self, x0: torch.Tensor, t: Optional[torch.Tensor] = None,
              noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """L_simple (Ho et al. eq. 14) on a batch; ``t`` (uniform over ``[0, T)``) and ``noise`` drawn when not given."""
+        """L_simple (Ho et al. eq. 14) on a batch; ``t`` (uniform over ``[0, T)``) and ``noise`` drawn when not given.
+
+        With a ``loss_weighting`` other than ``"uniform"`` each sample's error is weighted.
+        """
         x0 = self._check_batch(x0)
         if t is None:
             t = torch.randint(0, self.noise_steps, (x0.shape[0],), device=self.device)
         if noise is None:
             noise = torch.randn_like(x0)
         return simple_loss(self.trainer.forward_model, self.schedule, x0, t.to(self.device).long(),
-                           noise.to(self.device), autocast=self.trainer.autocast)
+                           noise.to(self.device), autocast=self.trainer.autocast, weighting=self.loss_weighting,
+                           gamma=self.min_snr_gamma)
 
     def train_step(self, x: torch.Tensor, t: Optional[torch.Tensor] = None,
                    noise: Optional[torch.Tensor] = None) -> float:

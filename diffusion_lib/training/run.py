@@ -6,6 +6,7 @@ Trains a :class:`~diffusion_lib.training.process.DiffusionProcess` and writes to
 - ``samples/step_NNNNNN.png``: EMA samples from the same x_T every ``sample_every`` steps;
 - ``checkpoints/last.pt`` (+ ``prev.pt``): model, EMA, optimizer, step, RNG states, data position, config;
 - ``model_ema.pt``: the final EMA weights, what later chapters load;
+- ``snapshots/ema_NNNNNN.pt``: the EMA weights every ``snapshot_every`` steps (quality over training);
 - ``summary.json``: steps, time, throughput, device, and the model's fingerprint.
 
 The phases (:class:`TrainingRun`): **prepare** decides what to do with what is
@@ -61,9 +62,9 @@ __all__ = ["train", "TrainingRun", "TrainResult", "finished_run", "reuse_problem
            "CONTINUABLE", "STALE"]
 
 # keys that may change between a run and its resumption
-_RESUMABLE_CHANGES = {"steps", "sample_every", "sample_n", "checkpoint_every", "device", "threads", "out_dir",
-                      "data_root", "compile", "channels_last"}
-_RESULT_FILES = ("metrics.csv", "model_ema.pt", "summary.json", "samples")
+_RESUMABLE_CHANGES = {"steps", "sample_every", "sample_n", "checkpoint_every", "snapshot_every", "device", "threads",
+                      "out_dir", "data_root", "compile", "channels_last"}
+_RESULT_FILES = ("metrics.csv", "model_ema.pt", "summary.json", "samples", "snapshots")
 
 
 @dataclass
@@ -98,8 +99,10 @@ def _config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     except ConfigError:
         pass
     now = cfg.to_dict()
+    # a decaying learning rate is a function of the run's length: another length is another run
+    resumable = _RESUMABLE_CHANGES - ({"steps"} if cfg.lr_decay != "none" else set())
     return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
-            if k not in _RESUMABLE_CHANGES and saved.get(k) != now[k]]
+            if k not in resumable and saved.get(k) != now[k]]
 
 
 # why a finished run cannot stand for a configuration: continue it, or start over
@@ -260,8 +263,10 @@ class TrainingRun:
 
         self.process = DiffusionProcess(
             cfg.image_size, cfg.channels, cfg.noise_steps, cfg.schedule, model,
-            lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip,
-            ema_decay=cfg.ema_decay or None, autocast=use_bf16_autocast(device, cfg.amp, cfg.amp_cpu, self.log),
+            lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, lr_decay=cfg.lr_decay,
+            total_steps=cfg.steps, grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay or None,
+            ema_warmup=cfg.ema_warmup, loss_weighting=cfg.loss_weighting, min_snr_gamma=cfg.min_snr_gamma,
+            autocast=use_bf16_autocast(device, cfg.amp, cfg.amp_cpu, self.log),
             wrap=wrap, agree=dd.all_true, device=device,
         )
         if device.type == "cuda":
@@ -277,7 +282,7 @@ class TrainingRun:
             raise ConfigError(f"cannot create out_dir {self.out}: {exc.strerror or exc}") from exc
         main = self.dd.is_main
         if main:  # rank 0 alone changes files; under DDP the others wait, then read what it chose
-            for folder in (self.out, self.ckpt_dir, self.out / "samples"):
+            for folder in (self.out, self.ckpt_dir, self.out / "samples", self.out / "snapshots"):
                 for p in remove_stale_temp_files(folder):
                     self.log(f"removed {p.name}, left by an interrupted write")
         if self.resume:
@@ -351,6 +356,8 @@ class TrainingRun:
                 smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
                 bar.update(1)
                 bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
+                if cfg.snapshot_every and step % cfg.snapshot_every == 0 and step < cfg.steps:
+                    self._snapshot(step)
                 if self._grid_due(step):
                     self._grid_or_stop(step)
                 if dd.any(self.stop.signal is not None):
@@ -438,6 +445,13 @@ class TrainingRun:
             "elapsed_s": self._clock(),
             "train_s": self.train_s,
         })
+
+    def _snapshot(self, step: int) -> None:
+        """The EMA weights at ``step`` (``snapshots/ema_<step>.pt``, in the format of ``model_ema.pt``)."""
+        if self.dd.is_main:
+            cfg = self.cfg
+            save_model(self.out / "snapshots" / f"ema_{step:06d}.pt", self.process.eval_model, schedule=cfg.schedule,
+                       noise_steps=cfg.noise_steps, dataset=cfg.dataset, steps=step, config=cfg.to_dict())
 
     def _grid_due(self, step: int) -> bool:
         return bool(self.cfg.sample_every) and step > 0 and step % self.cfg.sample_every == 0 and step < self.cfg.steps

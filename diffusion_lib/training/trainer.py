@@ -1,4 +1,4 @@
-"""One optimizer step, done right: AdamW, learning-rate warm-up, gradient clipping, EMA, bf16 autocast, guards.
+"""One optimizer step, done right: AdamW, learning-rate warm-up and decay, gradient clipping, EMA, bf16 autocast, guards.
 
 :class:`Trainer` knows nothing about diffusion: it owns a model's optimisation
 state and turns a loss into an update. Nothing non-finite is ever committed: a
@@ -19,7 +19,7 @@ from ..core.devices import cpu_has_native_bf16
 from ..core.errors import CheckpointError, NonFiniteLossError
 from ..nets.registry import all_finite
 
-__all__ = ["Trainer", "use_bf16_autocast"]
+__all__ = ["LR_DECAYS", "Trainer", "ema_avg_fn", "lr_factor", "use_bf16_autocast"]
 
 _ADVICE = ("Likely causes: a learning rate that is too high, too little gradient clipping, "
            "or reduced precision (try lr / 10, grad_clip 1.0, or float32).")
@@ -36,13 +36,54 @@ def use_bf16_autocast(device: torch.device, amp: bool, amp_cpu: bool, log: Calla
     return False
 
 
-def _warmup(warmup_steps: int) -> Callable[[int], float]:
-    """Linear LR warm-up over ``warmup_steps`` optimizer steps, then constant."""
+LR_DECAYS = ("none", "cosine")
+
+
+def lr_factor(warmup_steps: int, decay: str = "none", total_steps: int = 0) -> Callable[[int], float]:
+    """The learning rate's multiplier after ``step`` optimizer steps.
+
+    A linear warm-up over ``warmup_steps``, then constant (``decay="none"``) or a
+    half cosine from 1 down to 0 at ``total_steps`` (``"cosine"``, as in
+    Loshchilov & Hutter's SGDR without restarts).
+    """
+    if decay not in LR_DECAYS:
+        raise ValueError(f"unknown learning-rate decay {decay!r}; valid: {', '.join(LR_DECAYS)}")
+    if decay == "cosine" and total_steps <= warmup_steps:
+        raise ValueError(f"a cosine decay needs total_steps ({total_steps}) > warmup_steps ({warmup_steps})")
 
     def factor(step: int) -> float:
-        return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+        if warmup_steps > 0 and step + 1 < warmup_steps:
+            return (step + 1) / warmup_steps
+        if decay == "none":
+            return 1.0
+        progress = min(1.0, (step + 1 - warmup_steps) / (total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
+
+
+def ema_avg_fn(decay: float, warmup: bool) -> Callable[[list, list, Any], None]:
+    """The EMA update for ``AveragedModel``: a fixed ``decay``, or with ``warmup`` min(decay, (1 + n) / (10 + n)).
+
+    The warm-up (the schedule of TensorFlow's ``ExponentialMovingAverage`` with
+    ``num_updates``) lets the average forget the random initial weights quickly,
+    so a short run's EMA is not dominated by its first steps; ``n`` is the number
+    of updates so far, kept in the averaged model's state.
+    """
+    if not warmup:
+        return get_ema_multi_avg_fn(decay)
+
+    @torch.no_grad()
+    def update(ema_params: list, params: list, num_averaged: Any) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        if torch.is_floating_point(ema_params[0]):
+            torch._foreach_lerp_(ema_params, params, 1.0 - d)
+        else:  # integer buffers, as torch's own EMA function treats them
+            for e, p in zip(ema_params, params, strict=True):
+                e.copy_(e * d + p * (1.0 - d))
+
+    return update
 
 
 class Trainer:
@@ -50,8 +91,11 @@ class Trainer:
 
     Args:
         lr, weight_decay, warmup_steps: AdamW and its linear LR warm-up.
+        lr_decay, total_steps: after the warm-up, ``"none"`` (constant) or ``"cosine"`` (to 0
+            at ``total_steps``); see :func:`lr_factor`.
         grad_clip: clip the global gradient norm to this; ``<= 0`` measures without clipping.
         ema_decay: decay of the EMA weights (``torch.optim.swa_utils``); ``None``/0 disables EMA.
+        ema_warmup: ramp the EMA decay up from 0.1 (see :func:`ema_avg_fn`).
         autocast: run the forward pass under bf16 autocast (see :func:`use_bf16_autocast`).
         wrap: builds the module that runs the training forward pass from the model
             (a DDP or ``torch.compile`` wrapper); the identity by default.
@@ -60,17 +104,19 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, *, lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 0,
-                 grad_clip: float = 1.0, ema_decay: Optional[float] = 0.999, autocast: bool = False,
+                 lr_decay: str = "none", total_steps: int = 0, grad_clip: float = 1.0,
+                 ema_decay: Optional[float] = 0.999, ema_warmup: bool = False, autocast: bool = False,
                  wrap: Optional[Callable[[nn.Module], nn.Module]] = None,
                  agree: Optional[Callable[[bool], bool]] = None) -> None:
         self.model = model
         device = next(model.parameters()).device
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay,
                                            **({"fused": True} if device.type == "cuda" else {}))
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _warmup(warmup_steps))
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                              lr_factor(warmup_steps, lr_decay, total_steps))
         self.ema: Optional[AveragedModel] = None
         if ema_decay:
-            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.ema = AveragedModel(model, multi_avg_fn=ema_avg_fn(ema_decay, ema_warmup), use_buffers=True)
         self.grad_clip = float(grad_clip)
         self.autocast = bool(autocast)
         self.forward_model: nn.Module = wrap(model) if wrap is not None else model
