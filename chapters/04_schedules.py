@@ -158,7 +158,7 @@ configs = {(n, s): from_dict(TrainConfig, {**train, "schedule": n, "seed": s, "o
                              source="chapter 04 parameters") for n in schedules for s in seeds}
 summaries = {key: train_or_reuse(cfg, log=lambda msg: None) for key, cfg in configs.items()}
 curves = pd.concat([pd.DataFrame(read_metrics(ch.art / n / f"seed{s}" / "metrics.csv")).assign(schedule=n, seed=s)
-                    for n, s in configs])
+                    for n, s in configs], ignore_index=True)
 first = summaries[(schedules[0], seeds[0])]
 minutes = sum(v["train_seconds"] for v in summaries.values()) / 60
 display(Markdown(f"Each model: {first['parameters']:,} parameters, {train['steps']:,} steps of batch "
@@ -253,8 +253,9 @@ quality.insert(2, "FID", [means[k][n][0] for k, n in zip(quality.sampler, qualit
 quality.insert(3, "FID lo", [means[k][n][1] for k, n in zip(quality.sampler, quality.schedule)])
 quality.insert(4, "FID hi", [means[k][n][2] for k, n in zip(quality.sampler, quality.schedule)])
 atomic_write_text(ch.art / "summary.csv", quality.to_csv(index=False))
-floor_row = {"sampler": "", "schedule": "real vs real (floor)", "FID": floor.fid, "precision": floor.precision,
-             "recall": floor.recall, "class entropy (nats)": floor.entropy}
+floor_row = {"sampler": "", "schedule": "real vs real (floor)", "FID": floor.fid, "FID lo": floor.intervals["FID"][0],
+             "FID hi": floor.intervals["FID"][1], "precision": floor.precision, "recall": floor.recall,
+             "class entropy (nats)": floor.entropy}
 table(pd.concat([quality, pd.DataFrame([floor_row])], ignore_index=True))
 
 # %%
@@ -290,10 +291,23 @@ table(ddpm_rows[["N", "FID", "FID lo", "FID hi", "KID x1e3", "KID x1e3 lo", "KID
 # %% [markdown]
 # ## Likelihood
 #
-# The variational bound of @ho2020 (eq. 5), in bits per dimension on held-out
-# test digits, estimated without bias from one random timestep in each of
-# `nll_k` strata of $t$ plus the exact prior and decoder terms
-# (`diffusion_lib.evaluation.likelihood`). Lower is better (@tbl-sched-nll).
+# The variational bound of @ho2020 (eq. 5) sums a prior term, a decoder term
+# and one KL divergence per step,
+#
+# $$\begin{aligned} L ={}& D_{KL}\big(q(x_T \mid x_0)\,\|\,p(x_T)\big) - \log p_\theta(x_0 \mid x_1) \\
+# &+ \sum_{t>1} D_{KL}\big(q(x_{t-1} \mid x_t, x_0)\,\|\,p_\theta(x_{t-1} \mid x_t)\big). \end{aligned}$$
+#
+# Both Gaussians of a KL term share the reverse process's variance, so each term
+# is the squared distance between the true posterior mean and the model's,
+# over $2\sigma_t^2$; the decoder integrates the model's Gaussian over the
+# 8-bit intensity bin of each pixel:
+#
+# {{< include /_source/vlb_term.md >}}
+#
+# The sum over $T$ steps is estimated without bias from one random step in each
+# of a few strata of $t$, weighted by the stratum's size, plus the exact prior
+# and decoder terms. @tbl-sched-nll gives the result in bits per dimension on
+# held-out test digits; lower is better.
 
 # %%
 #| label: tbl-sched-nll
@@ -376,7 +390,7 @@ display(q1.add(Markdown(
     f"**Q1: schedules.** {len(seeds)} training seeds per schedule, N = {n_eval} samples per model, floor "
     f"{fmt(floor.fid)}. FID-MNIST ranks the schedules {ranking['uniform in t']} with DDIM spaced uniformly in t, and "
     f"{ranking['at matched log-SNR']} when every schedule is sampled at the same noise levels. "
-    + " ".join(f"With DDIM {k}, " + "; ".join(verdict(diffs[k][p], "FID-MNIST") for p in pairs) + "."
+    + " ".join(f"With DDIM {k}, in FID-MNIST: " + "; ".join(verdict(diffs[k][p]) for p in pairs) + "."
                for k in samplers)
 )))
 
@@ -404,8 +418,8 @@ display(q1.add(Markdown(
 # %%
 display(q1.add(Markdown(
     "**Likelihood.** The bound in bits per dimension is "
-    + ", ".join(f"{n} {nll_table.loc[n, 'bits/dim']:.3g}" for n in schedules) + " (means over seeds); "
-    + "; ".join(verdict(nll_diff[p], "bits/dim") for p in pairs) + "."
+    + ", ".join(f"{n} {nll_table.loc[n, 'bits/dim']:.3g}" for n in schedules) + " (means over seeds)"
+    + "; in bits/dim, " + "; ".join(verdict(nll_diff[p]) for p in pairs) + "."
 )))
 if {"linear", "quadratic"} <= set(schedules):
     display(q1.add(claim(

@@ -30,15 +30,21 @@
 # - **batch size**: twice the batch with the learning rate scaled by $\sqrt 2$;
 # - **learning rate**: twice the base rate, and a cosine decay to zero
 #   [@loshchilov2017] against the constant rate;
-# - **EMA**: a shorter average (decay 0.995), and a warm-up of the decay,
+# - **EMA**: the base averages its weights with a warm-up of the decay,
 #   $\min(d, (1+n)/(10+n))$ after $n$ updates, which lets the average forget the
-#   random initial weights;
+#   random initial weights; one arm removes the warm-up (the EMA @sec-train used
+#   before this study), one shortens the average (decay 0.995);
 # - **Min-SNR-$\gamma$ weighting** [@hang2023]: each sample's noise-prediction
 #   error weighted by $\min(\mathrm{SNR}_t, \gamma)/\mathrm{SNR}_t$, which keeps
 #   the objective at high noise and down-weights the nearly clean steps (the
-#   target is still the noise, as @sec-process defines it);
+#   target is still the noise, as @sec-train defines the loss; the weights are
+#   below the list);
 # - **dropout** 0.1 in every residual block, **no attention** at the lowest
 #   resolution, and **float32** instead of bf16 autocast.
+#
+# The weighting, as the loss applies it:
+#
+# {{< include /_source/loss_weights.md >}}
 #
 # Each arm trains with the same seeds; each trained model draws the same N
 # samples from the same $x_T$, measured with the instrument of @sec-schedules.
@@ -57,9 +63,9 @@ base = {
     "batch_size": 32,
     "train_subset": 2048,
     "lr": 1e-3,
-    "warmup_steps": 5,
-    "ema_decay": 0.9,
-    "model": {"base_channels": 8, "channel_mults": [1, 2, 2], "num_res_blocks": 1, "time_dim": 8, "attention": True},
+    "warmup_steps": 20,
+    "ema_decay": 0.95,
+    "model": {"base_channels": 16, "channel_mults": [1, 2, 2], "num_res_blocks": 1, "time_dim": 16},
     "sample_every": 0,
     "sample_n": 4,
     "checkpoint_every": 0,
@@ -82,7 +88,7 @@ from diffusion_lib.chapter.claims import claim
 from diffusion_lib.chapter.evaluate import measure_runs
 from diffusion_lib.chapter.overview import parameter_table
 from diffusion_lib.chapter.params import sampler
-from diffusion_lib.chapter.recipe import BASE, arm_configs, arm_settings, changes, recipe_of
+from diffusion_lib.chapter.recipe import BASE, arm_configs, arm_settings, changes, differences, recipe_of
 from diffusion_lib.chapter.runs import train_or_reuse
 from diffusion_lib.chapter.setup import start
 from diffusion_lib.chapter.tables import table
@@ -141,8 +147,8 @@ display(claim(f"All {len(runs)} runs together trained for {total_minutes:.1f} mi
 #| label: fig-recipe-curves
 #| fig-cap: "Training loss (rolling mean over 50 steps) against training minutes for the first seed of every arm. Min-SNR weighting changes what the loss measures, so its curve is not comparable with the others."
 curves = pd.concat([pd.DataFrame(read_metrics(configs[(a, seeds[0])].out_dir + "/metrics.csv")).assign(arm=a)
-                    for a in settings])
-curves["minutes"] = curves.groupby("arm").elapsed_s.transform(lambda s: s / 60)
+                    for a in settings], ignore_index=True)
+curves["minutes"] = curves.elapsed_s / 60
 curves["loss"] = curves.groupby("arm").loss.transform(lambda s: s.rolling(50, min_periods=1).mean())
 ax = sns.lineplot(data=curves, x="minutes", y="loss", hue="arm", lw=1)
 ax.set(yscale="log", xlabel="minutes of training (wall clock)", ylabel="training loss")
@@ -202,6 +208,18 @@ ax.axvline(floor.fid, ls=":", color="grey", lw=1)
 ax.set(xlabel="FID-MNIST (lower is better)", ylabel="")
 plt.show()
 
+# %%
+if "no_ema_warmup" in d_fid and "ema_decay" in base:
+    held = base["ema_decay"] ** configs[("no_ema_warmup", seeds[0])].steps
+    display(claim(
+        f"The EMA decides everything else at this budget. Without its warm-up, an average with decay "
+        f"{base['ema_decay']} still gives the random initial weights a weight of {held:.2f} after "
+        f"{configs[('no_ema_warmup', seeds[0])].steps} updates, and the samples show it: FID-MNIST "
+        f"{rank.loc['no_ema_warmup', 'FID']:.3g} against the base's {rank.loc[BASE, 'FID']:.3g}. An arm measured "
+        "through such an average is measured through noise, which is why the base of this study has the warm-up.",
+        d_fid["no_ema_warmup"].real and d_fid["no_ema_warmup"].diff > 0,
+    ))
+
 # %% [markdown]
 # ## What the study says
 
@@ -210,31 +228,31 @@ var, df = pooled_variance(fid)
 better = [a for a in others if d_fid[a].real and d_fid[a].diff < 0]
 worse = [a for a in others if d_fid[a].real and d_fid[a].diff > 0]
 display(Markdown(
-    f"With {len(seeds)} seeds per arm, two runs of the same arm differ in FID-MNIST by a standard deviation of "
-    f"{var ** 0.5:.2g} (pooled over {len(settings)} arms, {df} degrees of freedom), so a difference from the base "
-    f"must exceed about {(d_fid[others[0]].hi - d_fid[others[0]].diff):.2g} to be called real. At "
-    f"{budget_minutes} minutes per run: " + "; ".join(verdict(d_fid[a], "FID-MNIST") for a in others) + "."
+    f"With {len(seeds)} seeds per arm, a run's FID-MNIST scatters around its arm's mean with a standard deviation "
+    f"of {var ** 0.5:.2g} (pooled over {len(settings)} arms, {df} degrees of freedom), so a difference from the base "
+    f"must exceed about {(d_fid[others[0]].hi - d_fid[others[0]].diff):.2g} to be called real. In FID-MNIST at "
+    f"{budget_minutes} minutes per run: " + "; ".join(verdict(d_fid[a]) for a in others) + "."
 ))
 
 # %%
 display(Markdown(
     "In the share of confidently classified samples: "
-    + "; ".join(verdict(d_conf[a], "that share", lower_is_better=False) for a in others) + "."
+    + "; ".join(verdict(d_conf[a], lower_is_better=False) for a in others) + "."
 ))
 
 # %%
 mentioned = f"params/{profile}/03_train.yaml"
-used, chosen = recipe_of(load_train_config(resolve(mentioned))), recipe_of(configs[("combined" if combined else BASE,
-                                                                                     seeds[0])])
-differs = [k for k in sorted(set(used) | set(chosen)) if used.get(k) != chosen.get(k)]
+used = recipe_of(load_train_config(resolve(mentioned)))
+differs = differences(used, recipe_of(configs[("combined" if combined else BASE, seeds[0])]))
 display(Markdown(
     f"Arms better than the base at this budget: {', '.join(better) or 'none'}; worse: {', '.join(worse) or 'none'}. "
     f"The reference model of @sec-train (`{mentioned}`) is trained with "
     + (f"the combination of {', '.join(combined)}" if combined else "the base recipe")
     + (", exactly as measured here" if not differs else
-       f", except for {', '.join(f'{k} ({used.get(k)!r} there, {chosen.get(k)!r} here)' for k in differs)}")
+       ", except for " + ", ".join(f"{k} ({x} there, {y} here)" for k, (x, y) in differs.items()))
     + ", for its whole budget."
 ))
+
 # %% [markdown]
 # What a short run can and cannot show: every run here is a few minutes long,
 # and some choices pay off only over longer training (a slower EMA, a larger

@@ -102,6 +102,7 @@ gen = torch.Generator().manual_seed(seed)
 n_total = max(n_pairs, n_stats_pairs)
 za, zb = torch.randn(n_total, *shape, generator=gen), torch.randn(n_total, *shape, generator=gen)
 w = torch.linspace(0, 1, n_frames)
+mid_i = int((w - 0.5).abs().argmin())  # the midpoint frame (w = 0.5 when n_frames is odd)
 
 
 def latents(kind: str, a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -139,7 +140,7 @@ ax = sns.lineplot(data=norms, x="w", y="norm", hue="path", palette=PALETTE, mark
 ax.axhline(d**0.5, ls=":", color="grey", label="sqrt(d)")
 ax.set_ylabel("||x_T||")
 plt.show()
-mid = norms[norms.w.sub(0.5).abs() < 1e-6].groupby("path").norm.mean()
+mid = norms[norms.w == float(w[mid_i])].groupby("path").norm.mean()
 
 # %% [markdown]
 # ## How smooth is the path?
@@ -154,7 +155,7 @@ per_frame = pd.DataFrame([{"path": k, "w": float(w[j]), "confidence": float(c), 
                           for k in PATHS for p in stats[k] for j, (c, i) in enumerate(zip(p.confidence, p.ink))])
 per_path = pd.DataFrame([{"path": k, "pair": i, "class changes": p.class_changes, "via a third digit": p.via_third_class,
                           "largest-step share": p.largest_step_share, "min confidence": float(p.confidence.min()),
-                          "midpoint ink": float(p.ink[n_frames // 2]), "end ink": float((p.ink[0] + p.ink[-1]) / 2)}
+                          "midpoint ink": float(p.ink[mid_i]), "end ink": float((p.ink[0] + p.ink[-1]) / 2)}
                          for k in PATHS for i, p in enumerate(stats[k])])
 atomic_write_text(ch.art / "paths.csv", per_path.to_csv(index=False))
 

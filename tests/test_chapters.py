@@ -75,6 +75,7 @@ BAD_PARAMS = [
     ("04_schedules", {"eval_sampler": {"method": "ddim", "steps": 2000}}, "integers in [1, 1000]"),
     ("04_schedules", {"eval_sampler": {"method": "ddim", "steps": 10, "eta": 2}}, "eta: must be in [0, 1]"),
     ("04_schedules", {"loss_t": [0, 1000]}, "loss_t: timesteps must be integers in [0, 999]"),
+    ("04_schedules", {"seeds": [0]}, "at least two different training seeds"),
     ("05_recipe", {"base": {"steps": 0}}, "base.steps: must be > 0"),
     ("05_recipe", {"base": {"steps": 10}, "arms": {"fast": {"lr_decay": "step"}}}, "arms.fast.lr_decay: must be one of"),
     ("05_recipe", {"base": {"steps": 10}, "arms": {"fast": {"lr": 0.5}}, "combined": ["slow"]},

@@ -14,14 +14,15 @@ from diffusion_lib.training.run import _config_changes, train
 from diffusion_lib.training.trainer import ema_avg_fn, lr_factor
 
 
-def test_cosine_decay_warms_up_then_falls_to_zero_at_the_last_step():
+def test_cosine_decay_warms_up_then_falls_to_zero_after_the_last_step():
     f = lr_factor(warmup_steps=10, decay="cosine", total_steps=110)
     assert f(0) == pytest.approx(0.1) and f(8) == pytest.approx(0.9)
     assert f(9) == pytest.approx(1.0)  # the warm-up's last step: full rate
-    assert f(59) == pytest.approx(0.5)  # half-way through the decay: cos(pi/2)
-    assert f(109) == pytest.approx(0.0, abs=1e-12) and f(500) == pytest.approx(0.0, abs=1e-12)
-    values = [f(s) for s in range(9, 110)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert f(59) == pytest.approx(0.5 * (1 + math.cos(math.pi * 50 / 101)))
+    assert 0 < f(109) < 1e-3  # the rate of the last (110th) update: small, but it still learns
+    assert f(110) == pytest.approx(0.0, abs=1e-12) and f(500) == pytest.approx(0.0, abs=1e-12)
+    values = [f(s) for s in range(9, 111)]
+    assert all(a > b for a, b in zip(values, values[1:]))
 
 
 def test_no_decay_is_the_old_warm_up_exactly():
@@ -109,3 +110,28 @@ def test_snapshots_keep_the_ema_weights_along_the_run(tiny_train):
     assert not torch.equal(w4, w_end)
     # a snapshot setting does not change the run: the same configuration without it is a resumable change
     assert _config_changes({**cfg.to_dict(), "snapshot_every": 0}, cfg) == []
+
+
+def test_measured_samples_are_cached_under_everything_they_depend_on(tiny_train, monkeypatch):
+    import diffusion_lib.chapter.evaluate as ev
+    from diffusion_lib.diffusion.generate import SamplerSpec
+
+    cfg = from_dict(TrainConfig, tiny_train(steps=4))
+    res = train(cfg, progress=False, log=lambda *_: None)
+    calls = []
+    real = ev.generate
+    monkeypatch.setattr(ev, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    spec = SamplerSpec("ddim", 3)
+    x1, s1 = ev.sample_run(res.out_dir, spec, 5, seed=1)
+    x2, s2 = ev.sample_run(res.out_dir, spec, 5, seed=1)
+    assert len(calls) == 1 and torch.equal(x1, x2) and s1 == s2  # the second call read the cache
+    ev.sample_run(res.out_dir, spec, 5, seed=2)  # another x_T
+    ev.sample_run(res.out_dir, SamplerSpec("ddim", 4), 5, seed=1)  # another sampler
+    assert len(calls) == 3
+    (res.out_dir / "model_ema.pt").write_bytes((res.out_dir / "model_ema.pt").read_bytes())  # same weights
+    ev.sample_run(res.out_dir, spec, 5, seed=1)
+    assert len(calls) == 3
+    for f in (res.out_dir / "eval_cache").glob("*.pt"):
+        f.write_bytes(b"damaged")
+    x3, _ = ev.sample_run(res.out_dir, spec, 5, seed=1)
+    assert len(calls) == 4 and torch.equal(x3, x1)  # a damaged entry is drawn again

@@ -224,3 +224,12 @@ def test_explicit_timesteps_are_the_spacing_they_spell_out():
     assert SamplerSpec("ddim", 2, timesteps=(5, 1, 0)).problems(1000)  # not `steps` of them
     with pytest.raises(ValueError, match="decrease strictly"):
         ddim_sample(model, SCHED, x, steps=2, timesteps=[10, 10])
+
+
+def test_decode_in_batches_equals_one_batch():
+    from diffusion_lib.diffusion.generate import SamplerSpec, decode
+
+    model, x = RandomConvEps(), torch.randn(7, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    spec = SamplerSpec("ddim", 10)
+    whole = spec.run(model, SCHED, x).clamp(-1, 1)
+    assert torch.allclose(decode(model, SCHED, spec, x, batch_size=3), whole, atol=1e-6)

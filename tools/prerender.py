@@ -39,6 +39,8 @@ SNIPPETS = {
     "trainer_update": ("diffusion_lib/training/trainer.py", "Trainer.update"),
     "ddpm_sample": ("diffusion_lib/diffusion/samplers.py", "ddpm_sample"),
     "ddim_sample": ("diffusion_lib/diffusion/samplers.py", "ddim_sample"),
+    "vlb_term": ("diffusion_lib/evaluation/likelihood.py", "vlb_term"),
+    "loss_weights": ("diffusion_lib/diffusion/losses.py", "loss_weights"),
 }
 
 # the answers, in the book's order: key -> heading

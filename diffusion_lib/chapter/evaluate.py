@@ -6,22 +6,35 @@ backend, and measure them with one :class:`~diffusion_lib.evaluation.quality.Qua
 Because every run starts from the same x_T and the meter resamples every report
 with the same indices, two reports are paired and their difference has an
 interval (:meth:`~diffusion_lib.evaluation.quality.QualityMeter.difference`).
+
+Samples are a deterministic function of the model's weights, the sampler and
+its settings, N, the seed of x_T, the backend, the batch size, the PyTorch
+version and the code that builds the network and samples from it, so they are
+kept beside the model (``eval_cache/``, never committed) under a key made of
+all of these (the weights and the source of ``nets/`` and ``diffusion/`` by
+their SHA-256): re-executing a chapter samples only what changed. The cached
+seconds per image are those of the run that drew the samples.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
+from ..core.errors import CheckpointError
+from ..core.files import digest, load_tagged, save_tagged
+from ..core.paths import resolve
 from ..diffusion.generate import SamplerSpec, generate
 from ..evaluation.quality import QualityMeter, QualityReport
 from ..nets.inference import FastModel
 from .models import load_trained
 
-__all__ = ["Measured", "measure_run", "measure_runs"]
+__all__ = ["Measured", "sample_run", "measure_run", "measure_runs"]
 
 
 @dataclass
@@ -33,11 +46,47 @@ class Measured:
     report: QualityReport
 
 
+CACHE_FORMAT = "diffusion_lib/samples/v1"
+
+
+def _code_digest() -> str:
+    """SHA-256 of the source of the layers that build networks and sample from them."""
+    lib = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for f in sorted([*(lib / "nets").glob("*.py"), *(lib / "diffusion").glob("*.py")]):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def _cache_file(model_file: Path, spec: SamplerSpec, n: int, seed: int, backend: str, batch_size: int) -> Path:
+    key = json.dumps({"weights": digest(model_file), "spec": asdict(spec), "n": n, "seed": seed, "backend": backend,
+                      "batch_size": batch_size, "torch": torch.__version__, "code": _code_digest()}, sort_keys=True)
+    return model_file.parent / "eval_cache" / f"{model_file.stem}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
+
+
+def sample_run(run_dir: str | Path, spec: SamplerSpec, n: int, *, seed: int = 0, backend: str = "eager",
+               device: str | torch.device = "cpu", batch_size: int = 100) -> tuple[torch.Tensor, float]:
+    """``n`` samples of the run in ``run_dir`` (or a model file) with ``spec`` from the x_T of ``seed``, cached."""
+    path = resolve(run_dir)
+    model_file = path if path.is_file() else path / "model_ema.pt"
+    batch_size = min(n, batch_size)
+    cache = _cache_file(model_file, spec, n, seed, backend, batch_size)
+    if cache.exists():
+        try:
+            obj = load_tagged(cache, CACHE_FORMAT, required=("samples", "seconds_per_image"))
+            return obj["samples"], float(obj["seconds_per_image"])
+        except CheckpointError:
+            pass  # a damaged cache file is drawn again and replaced
+    model, schedule, _ = load_trained(model_file, device)
+    x, sec = generate(FastModel(model, backend), schedule, spec, n, seed=seed, batch_size=batch_size)
+    save_tagged(cache, CACHE_FORMAT, {"samples": x, "seconds_per_image": sec})
+    return x, sec
+
+
 def measure_run(run_dir: str | Path, meter: QualityMeter, spec: SamplerSpec, n: int, *, seed: int = 0,
                 backend: str = "eager", device: str | torch.device = "cpu", batch_size: int = 100) -> Measured:
     """``n`` samples of the run in ``run_dir`` with ``spec`` from the x_T of ``seed``, measured by ``meter``."""
-    model, schedule, _ = load_trained(run_dir, device)
-    x, sec = generate(FastModel(model, backend), schedule, spec, n, seed=seed, batch_size=min(n, batch_size))
+    x, sec = sample_run(run_dir, spec, n, seed=seed, backend=backend, device=device, batch_size=batch_size)
     return Measured(x, sec, meter.measure(x))
 
 

@@ -64,12 +64,15 @@ def _value_problems(key: str, value: Any, T: int) -> list[str]:
     elif key.endswith("_sampler"):
         return [f"{key}.{p}" if p.split(":")[0] in ("method", "steps", "eta", "spacing", "variance") else f"{key}: {p}"
                 for p in SamplerSpec.mapping_problems(value, T)]
-    elif key in ("ddim_steps", "dpm_steps", "invert_steps"):
+    elif key in ("ddim_steps", "dpm_steps", "invert_steps", "interp_steps"):
         return _steps_problems(key, value, T)
     elif key == "etas":
         bad = [e for e in value if bad_eta(e)]
         if bad:
             return [f"etas: eta must lie in [0, 1], got {bad}"]
+    elif key == "seeds" and (len(value) < 2 or len(set(value)) < len(value)):
+        return [f"seeds: at least two different training seeds are needed to measure the spread between runs, "
+                f"got {value}"]
     elif key == "sampling_backend" and value not in BACKENDS:
         return [f"sampling_backend: unknown backend {value!r}; valid: {', '.join(BACKENDS)}"]
     elif key == "spacing" and value not in SPACINGS:

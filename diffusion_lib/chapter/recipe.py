@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 from ..core.config import from_dict
 from ..training.config import TrainConfig
 
-__all__ = ["BASE", "merged", "arm_settings", "arm_configs", "changes", "recipe_of"]
+__all__ = ["BASE", "merged", "arm_settings", "arm_configs", "flat", "changes", "differences", "recipe_of"]
 
 BASE = "base"  # the arm that changes nothing
 
@@ -55,19 +55,28 @@ def arm_configs(base: Mapping[str, Any], settings: Mapping[str, Mapping[str, Any
             for name, ov in settings.items() for seed in seeds}
 
 
-def changes(overrides: Mapping[str, Any], base: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """What an arm changes, as ``key base -> value`` strings (nested keys dotted)."""
-    out = []
-    for k, v in overrides.items():
-        if isinstance(v, Mapping):
-            out += changes(v, base.get(k, {}), f"{prefix}{k}.")
-        else:
-            out.append(f"{prefix}{k} {base.get(k, 'default')} -> {v}")
+def flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as one level, nested keys dotted (``model.base_channels``)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, Mapping) else {f"{prefix}{k}": v})
     return out
 
 
-_NOT_RECIPE = {"steps", "seed", "out_dir", "sample_every", "sample_n", "checkpoint_every", "device", "threads",
-               "data_root", "train_subset"}
+def changes(overrides: Mapping[str, Any], base: Mapping[str, Any]) -> list[str]:
+    """What an arm changes, as ``key base -> value`` strings (nested keys dotted), the base's defaults filled in."""
+    full = flat(from_dict(TrainConfig, dict(base), source="recipe base").to_dict())
+    return [f"{k} {full.get(k)} -> {v}" for k, v in flat(overrides).items()]
+
+
+def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The dotted keys in which two configurations differ: key -> (value in ``a``, value in ``b``)."""
+    fa, fb = flat(a), flat(b)
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
+
+
+_NOT_RECIPE = {"steps", "seed", "out_dir", "sample_every", "sample_n", "checkpoint_every", "snapshot_every", "device",
+               "threads", "data_root", "train_subset", "compile", "channels_last", "deterministic"}
 
 
 def recipe_of(cfg: TrainConfig) -> dict[str, Any]:

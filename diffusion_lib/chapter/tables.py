@@ -39,12 +39,16 @@ def format_number(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def with_intervals(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """``df`` with every ``X``, ``X lo``, ``X hi`` triple folded into one text column ``X [95% CI]``."""
     out = df.copy()
     for col in [c for c in df.columns if f"{c} lo" in df.columns and f"{c} hi" in df.columns]:
-        text = [f"{format_number(v, digits)} [{format_number(lo, digits)}, {format_number(hi, digits)}]"
-                if not (isinstance(v, float) and math.isnan(v)) else ""
+        text = [format_number(v, digits) if _missing(lo) or _missing(hi) or _missing(v) else
+                f"{format_number(v, digits)} [{format_number(lo, digits)}, {format_number(hi, digits)}]"
                 for v, lo, hi in zip(df[col], df[f"{col} lo"], df[f"{col} hi"])]
         out[col] = text
         out = out.drop(columns=[f"{col} lo", f"{col} hi"]).rename(columns={col: f"{col} [95% CI]"})

@@ -96,10 +96,11 @@ def compare_arms(values: Mapping[str, Sequence[float]], pairs: Sequence[tuple[st
     return out
 
 
-def verdict(d: Difference, metric: str, lower_is_better: bool = True, what: str = "at this budget") -> str:
-    """A sentence that says what the interval of ``d`` supports, and no more."""
-    rng = f"difference {d.diff:+.3g}, 95% interval [{d.lo:.3g}, {d.hi:.3g}]"
+def verdict(d: Difference, metric: str = "", lower_is_better: bool = True, what: str = "at this budget") -> str:
+    """A sentence that says what the interval of ``d`` supports, and no more (``metric`` named when given)."""
+    rng = f"{d.diff:+.3g} [{d.lo:.3g}, {d.hi:.3g}]"
+    in_metric = f" in {metric}" if metric else ""
     if not d.real:
-        return f"{d.a} and {d.b} are indistinguishable in {metric} {what} ({rng})"
+        return f"{d.a} and {d.b} are indistinguishable{in_metric} {what} ({rng})"
     better = (d.diff < 0) == lower_is_better
-    return f"{d.a} is {'better' if better else 'worse'} than {d.b} in {metric} ({rng})"
+    return f"{d.a} is {'better' if better else 'worse'} than {d.b}{in_metric} ({rng})"

@@ -137,6 +137,15 @@ def normal_interval(estimate: float, replicates: torch.Tensor, level: float = 0.
     return estimate - half, estimate + half
 
 
+_RANGE = {"FID": (0.0, float("inf")), "precision": (0.0, 1.0), "recall": (0.0, 1.0)}  # KID can be negative
+
+
+def _within(metric: str, interval: tuple[float, float]) -> tuple[float, float]:
+    """An interval cut to the values the metric can take (a share lies in [0, 1], FID is never negative)."""
+    lo, hi = _RANGE.get(metric, (-float("inf"), float("inf")))
+    return max(interval[0], lo), min(interval[1], hi)
+
+
 @dataclass
 class QualityReport:
     """N samples measured against a reference set in one instrument's features, with 95% bootstrap intervals."""
@@ -202,7 +211,7 @@ class QualityMeter:
         fs = features(self.classifier, samples)
         stats = class_statistics(self.classifier, samples)
         est, reps = self._metrics(fs)
-        intervals = {m: normal_interval(est[m], reps[m], self.level) for m in METRICS}
+        intervals = {m: _within(m, normal_interval(est[m], reps[m], self.level)) for m in METRICS}
         return QualityReport(n=len(samples), estimates=est, intervals=intervals, entropy=stats["entropy"],
                              confidence=stats["confidence"], confident_share=stats["confident_share"],
                              classes_covered=stats["classes_covered"], hist=stats["hist"], labels=stats["labels"],

@@ -43,8 +43,8 @@ def lr_factor(warmup_steps: int, decay: str = "none", total_steps: int = 0) -> C
     """The learning rate's multiplier after ``step`` optimizer steps.
 
     A linear warm-up over ``warmup_steps``, then constant (``decay="none"``) or a
-    half cosine from 1 down to 0 at ``total_steps`` (``"cosine"``, as in
-    Loshchilov & Hutter's SGDR without restarts).
+    half cosine from 1 down to 0 after the last of ``total_steps`` updates
+    (``"cosine"``, as in Loshchilov & Hutter's SGDR without restarts).
     """
     if decay not in LR_DECAYS:
         raise ValueError(f"unknown learning-rate decay {decay!r}; valid: {', '.join(LR_DECAYS)}")
@@ -56,7 +56,8 @@ def lr_factor(warmup_steps: int, decay: str = "none", total_steps: int = 0) -> C
             return (step + 1) / warmup_steps
         if decay == "none":
             return 1.0
-        progress = min(1.0, (step + 1 - warmup_steps) / (total_steps - warmup_steps))
+        # update k runs with factor(k - 1), so the last update (k = total_steps) still learns
+        progress = min(1.0, (step + 1 - warmup_steps) / (total_steps - warmup_steps + 1))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
