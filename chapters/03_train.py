@@ -44,9 +44,10 @@
 # configuration (@tbl-params-03), exactly as the command line would, and reuses a
 # finished run when its configuration and model code are unchanged. On a CPU with
 # native bf16 arithmetic the forward pass runs under bf16 autocast; the weights,
-# the optimizer state, the loss and all sampling stay in float32. The recipe (the
-# learning-rate schedule, the EMA, the width) is the one @sec-recipe found to buy
-# the most quality per CPU-minute, trained here for the profile's whole budget.
+# the optimizer state, the loss and all sampling stay in float32. Which parts of
+# this recipe (the learning-rate schedule, the EMA, the width, the precision) buy
+# quality on a small machine is the question of @sec-recipe, asked there of runs
+# of a few minutes; the model here trains for the steps in @tbl-params-03.
 
 # %% tags=["parameters"]
 #| include: false

@@ -272,8 +272,9 @@ plt.show()
 #
 # Full DDPM takes all $T$ steps, so it visits every noise level of every
 # schedule; it is too slow for every model, so the first seed's models draw a
-# smaller set (@tbl-sched-ddpm). At this N the FID is biased upwards (it is
-# compared only with itself), and the intervals are the bootstrap's.
+# smaller set (@tbl-sched-ddpm). At this N the FID is strongly biased upwards,
+# so it is compared only between these rows; KID, which is unbiased, stands
+# beside it. The intervals are the bootstrap's over samples (one seed).
 
 # %%
 #| label: tbl-sched-ddpm

@@ -40,12 +40,14 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
     b = load_checkpoint(tmp_path / "two" / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 6
     # Summing the two halves' gradients in another order changes them in the last float bits, and
-    # Adam divides each gradient by its own running scale, so a parameter whose gradient is tiny
-    # moves by up to lr per step whatever its bits say. A wrong data split or a missed all-reduce
-    # moves weights by a good fraction of lr (1e-3 here); float noise stays far below 1e-4.
+    # Adam divides each gradient by its own running scale, so a weight whose gradient is tiny can
+    # move by up to lr per step whatever its bits say: a few single weights may differ. A wrong data
+    # split or a missed all-reduce moves nearly every weight by a good fraction of lr (1e-3 here).
     for part in ("model", "ema"):
-        for k, v in a["process"][part].items():
-            assert torch.allclose(v.float(), b["process"][part][k].float(), atol=1e-4, rtol=1e-4), (part, k)
+        diffs = torch.cat([(v.float() - b["process"][part][k].float()).abs().flatten()
+                           for k, v in a["process"][part].items()])
+        off = (diffs > 1e-4).float().mean().item()
+        assert off < 0.01, f"{part}: {off:.1%} of the weights differ by more than 1e-4"
     # the logged loss is the mean over ranks, so it matches the single process's loss on the same global
     # batch; the gradient norm is taken after the all-reduce, so a sum instead of a mean would double it
     rows = {n: [r.split(",") for r in (tmp_path / n / "metrics.csv").read_text().splitlines()[1:]] for n in ("one", "two")}

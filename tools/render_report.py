@@ -421,8 +421,8 @@ def _pandoc(markdown: str, title: str, bib: Path | None, nocite: set[str] | None
     args = ["--mathml", "--section-divs", f"--metadata=pagetitle:{title}", "--wrap=none"]
     if bib is not None:
         args += ["--citeproc", f"--bibliography={bib}", "--metadata=link-citations:true"]
-        if nocite:
-            args.append("--metadata=nocite:" + ", ".join(f"@{k}" for k in sorted(nocite)))
+        if nocite:  # in a metadata block: from the command line pandoc takes it as a string, not citations
+            markdown = "---\nnocite: |\n  " + ", ".join(f"@{k}" for k in sorted(nocite)) + "\n---\n\n" + markdown
         else:
             args.append("--metadata=suppress-bibliography:true")
     return pypandoc.convert_text(markdown, "html5", format="markdown+raw_html+tex_math_dollars-implicit_figures",

@@ -12,7 +12,7 @@ PALETTE: dict[str, tuple[float, float, float]] = {
     "linear": _C[0], "cosine": _C[1], "quadratic": _C[2],
     "spherical": _C[4], "slerp": _C[4], "lin": _C[0],
     "DDPM": _C[3], "DDIM": _C[0], "DPM-Solver++": _C[1],
-    "diffusion": _C[0], "diffusion, full budget": _C[0], "diffusion, same minutes": _C[9],
+    "diffusion": _C[0], "diffusion, reference": _C[0], "diffusion, same minutes": _C[9],
     "DCGAN": _C[3], "real test": _C[7], "real": _C[7],
 }
 
