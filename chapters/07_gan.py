@@ -355,8 +355,13 @@ display(q4.add(Markdown(
     f"**Sample quality.** FID-MNIST: GAN {fmt(gan_r.fid)}, diffusion for the same minutes {fmt(same_r.fid)}, "
     f"reference diffusion {fmt(ref_r.fid)}. Differences from the GAN with 95% bootstrap intervals: same minutes "
     f"{fmt_d(d_same)} ({side_of(d_same)}), reference {fmt_d(d_ref)} ({side_of(d_ref)})."
-    + f" The GAN's best snapshot reaches {fmt(reports[f'DCGAN (best snapshot, step {best_step:,})'].fid)}, an "
-    "optimistic figure because the snapshot was picked on the same reference set."
+    + (f" The GAN's best snapshot (step {best_step:,}) reaches "
+       f"{fmt(reports[f'DCGAN (best snapshot, step {best_step:,})'].fid)}, an optimistic figure because the "
+       "snapshot was picked on the same reference set." if best_step < cfg.steps else
+       f" Its best snapshot is its last (step {best_step:,}; FID-MNIST "
+       f"{fmt(reports[f'DCGAN (best snapshot, step {best_step:,})'].fid)} on the snapshot's own samples, which "
+       "differ from the final samples' only in their draw of z and their 8-bit rounding): picking a checkpoint "
+       "buys the GAN nothing here.")
 )))
 
 # %%
