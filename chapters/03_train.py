@@ -223,14 +223,15 @@ plt.show()
 change = (x0s[:, 1:] - x0s[:, :-1]).pow(2).flatten(2).mean(2).mean(0)
 span = torch.tensor([a - b for a, b in zip(rec.t[:-1], rec.t[1:])], dtype=torch.float32)
 rate = change / span
-fast = int(rate.argmax())
+fast, slow = int(rate.argmax()), int(rate.argmin())
+others = sorted({0, len(rate) - 1, slow} - {fast})  # the first, the last and the slowest stretch, for scale
 late = float(change[torch.tensor(rec.t[1:]) < 200].sum() / change.sum())
 display(Markdown(
     f"Averaged over {n_trajectory} trajectories and measured per step of t (the recorded steps are unevenly "
     f"spaced), the estimate of $x_0$ changes fastest between t = {rec.t[fast]} and t = {rec.t[fast + 1]} (mean "
-    f"squared change {rate[fast]:.2e} per step, against {rate[0]:.2e} between t = {rec.t[0]} and {rec.t[1]} and "
-    f"{rate[-1]:.2e} between t = {rec.t[-2]} and {rec.t[-1]}); {late:.0%} of its total movement happens below "
-    "t = 200."
+    f"squared change {rate[fast]:.2e} per step, against "
+    + " and ".join(f"{rate[i]:.2e} between t = {rec.t[i]} and {rec.t[i + 1]}" for i in others)
+    + f"); {late:.0%} of its total movement happens below t = 200."
 ))
 
 # %% [markdown]
