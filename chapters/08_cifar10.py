@@ -303,8 +303,9 @@ display(answer.add(Markdown(
 # %%
 display(answer.add(Markdown(
     f"This profile (**{profile}**) is what its budget allows: "
-    + ("a CPU cannot train a CIFAR-10 diffusion model to good samples in an hour; expect colour layouts and "
-       "blurry shapes rather than objects. The `gpu` profile trains the full-size model."
+    + (f"{summary['train_seconds'] / 60:.0f} minutes of CPU training ({summary['images_seen'] / (cfg.train_subset or 50000):.1f} "
+       "epochs) give colour layouts and blurry shapes, not objects (@fig-cifar-classes). The `gpu` profile trains "
+       "the full-size model."
        if ch.device.type == "cpu" else "a GPU run of the full-size model.")
 )))
 display(answer.save(["@fig-cifar-loss", "@tbl-cifar-quality", "@fig-cifar-classes", "@fig-cifar-neighbours"]))
