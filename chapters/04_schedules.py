@@ -322,8 +322,8 @@ nll_table = pd.DataFrame({n: {"bits/dim": m, "bits/dim lo": lo, "bits/dim hi": h
                               "prior": nll[(n, seeds[0])].prior, "decoder": nll[(n, seeds[0])].decoder,
                               "KL terms": nll[(n, seeds[0])].diffusion} for n, (m, lo, hi) in arm_means(bpd).items()}).T
 atomic_write_text(ch.art / "nll.csv", nll_table.to_csv())
-table(nll_table, index=True)
 nll_diff = {(d.a, d.b): d for d in compare_arms(bpd, pairs)}
+table(nll_table, index=True)
 
 # %% [markdown]
 # ## Loss as a function of the timestep (Q2)
