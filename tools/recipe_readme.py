@@ -43,9 +43,9 @@ def section(profile: str) -> str:
     minutes = sum(float(r["minutes"]) for r in runs) / len(runs)
     base = next(r for r in rank if r[""] == "base")
     lines = [f"Measured by chapter 05 (`results/{profile}/05_recipe/`): every arm trains for the same "
-             f"{minutes:.1f} minutes per run on the {profile} profile's machine, two seeds each; lower FID-MNIST is "
-             f"better (base recipe: {float(base['FID']):.2f}). An arm counts only when the 95% interval of its "
-             "difference from the base excludes zero.", ""]
+             f"{minutes:.1f} minutes per run on the {profile} profile's machine, {len({r['seed'] for r in runs})} seeds each; lower FID-MNIST is "
+             f"better (the base recipe, `base:` in `params/{profile}/05_recipe.yaml`: {float(base['FID']):.2f}). "
+             "An arm counts only when the 95% interval of its difference from the base excludes zero.", ""]
     for verdict, title in (("better", "What helps"), ("indistinguishable", "What made no measurable difference"),
                            ("the base's samples", "What changed nothing at all (the base's very samples)"),
                            ("worse", "What hurts")):
