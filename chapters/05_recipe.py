@@ -96,10 +96,11 @@ from diffusion_lib.core.files import atomic_write_text
 from diffusion_lib.core.paths import resolve
 from diffusion_lib.data.datasets import random_subset
 from diffusion_lib.evaluation.classifiers import get_classifier
-from diffusion_lib.evaluation.comparison import compare_arms, pooled_variance, verdict
+from diffusion_lib.evaluation.comparison import compare_to_base, pooled_variance, verdict
 from diffusion_lib.evaluation.quality import CONFIDENT, QualityMeter, real_floor
 from diffusion_lib.training.config import load_train_config
 from diffusion_lib.training.log import read_metrics, read_summary
+from diffusion_lib.training.trainer import ema_initial_weight, ema_warmup_reaches
 
 ch = start(results_dir, "05_recipe")
 settings = arm_settings(arms, combined)
@@ -184,21 +185,12 @@ others = [a for a in settings if a != BASE]
 # it is compared with the base on the two arms' spread alone; the others share one pooled variance.
 def init_weight(arm):
     cfg = configs[(arm, seeds[0])]
-    return 0.0 if cfg.ema_warmup else cfg.ema_decay ** cfg.steps
+    return ema_initial_weight(cfg.ema_decay, cfg.steps, cfg.ema_warmup)
 
 
 apart = [a for a in others if (init_weight(a) > 0.01) != (init_weight(BASE) > 0.01)]
 pooled = [a for a in settings if a not in apart]
-
-
-def versus_base(values):
-    out = {d.a: d for d in compare_arms({a: values[a] for a in pooled}, [(a, BASE) for a in pooled if a != BASE])}
-    for a in apart:
-        out.update({d.a: d for d in compare_arms({a: values[a], BASE: values[BASE]}, [(a, BASE)])})
-    return out
-
-
-d_fid, d_conf = versus_base(fid), versus_base(conf)
+d_fid, d_conf = compare_to_base(fid, BASE, apart), compare_to_base(conf, BASE, apart)
 # an arm whose every run drew exactly the base's samples changed nothing that reached the model
 same = [a for a in others if fid[a] == fid[BASE] and conf[a] == conf[BASE]]
 
@@ -231,7 +223,7 @@ plt.show()
 
 # %%
 if "no_ema_warmup" in d_fid and "ema_decay" in base:
-    held = base["ema_decay"] ** configs[("no_ema_warmup", seeds[0])].steps
+    held = init_weight("no_ema_warmup")
     display(claim(
         f"The EMA decides everything else at this budget. Without its warm-up, an average with decay "
         f"{base['ema_decay']} still gives the random initial weights a weight of {held:.2f} after "
@@ -262,18 +254,13 @@ display(Markdown(
 
 
 # %%
-def warmup_reaches(decay):
-    """The update after which the warm-up's decay min(d, (1 + n) / (10 + n)) reaches ``decay``."""
-    return (10 * decay - 1) / (1 - decay)
-
-
 for a in same:
     cfg_a, cfg_b = configs[(a, seeds[0])], configs[(BASE, seeds[0])]
     gap = differences(recipe_of(cfg_a), recipe_of(cfg_b))
     why = ""
     if set(gap) == {"ema_decay"} and cfg_a.ema_warmup and cfg_b.ema_warmup:
         why = (" With the warm-up, the decay after n updates is min(d, (1 + n) / (10 + n)), which reaches "
-               + " and ".join(f"{d:g} only after {warmup_reaches(d):,.0f} updates" for d in (cfg_a.ema_decay, cfg_b.ema_decay))
+               + " and ".join(f"{d:g} only after {ema_warmup_reaches(d):,.0f} updates" for d in (cfg_a.ema_decay, cfg_b.ema_decay))
                + f", more than the {cfg_a.steps:,} of these runs: the warm-up alone set the average, and the decay "
                "never came into play. At this budget the EMA's decay is not a choice to make; its warm-up is.")
     display(Markdown(f"{a} drew exactly the base's samples in every run (the same FID-MNIST to the last digit)." + why))

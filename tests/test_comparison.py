@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from diffusion_lib.evaluation.comparison import Difference, compare_arms, pooled_variance, t_quantile, verdict
+from diffusion_lib.evaluation.comparison import (Difference, compare_arms, compare_to_base, pooled_variance, t_quantile,
+                                                 verdict)
 
 
 def test_t_quantiles_match_the_tables():
@@ -35,3 +36,15 @@ def test_verdict_says_only_what_the_interval_supports():
     win = Difference("cosine", "linear", -2.0, -3.0, -1.0)
     assert win.real and verdict(win, "FID").startswith("cosine is better than linear")
     assert verdict(win, "precision", lower_is_better=False).startswith("cosine is worse than linear")
+
+
+def test_arms_apart_are_compared_on_their_own_spread_and_leave_the_others_alone():
+    values = {"base": [10.0, 12.0], "a": [11.0, 13.0], "b": [9.0, 10.0], "blob": [400.0, 500.0]}
+    d = compare_to_base(values, "base", apart=["blob"])
+    assert set(d) == {"a", "b", "blob"}
+    pooled = {k: v for k, v in values.items() if k != "blob"}
+    for arm in ("a", "b"):  # exactly what the pooled comparison without the blob gives
+        assert d[arm] == compare_arms(pooled, [(arm, "base")])[0]
+    assert d["blob"] == compare_arms({"blob": values["blob"], "base": values["base"]}, [("blob", "base")])[0]
+    with_blob = compare_to_base(values, "base")  # pooled with the blob, the other intervals are far wider
+    assert with_blob["a"].hi - with_blob["a"].lo > 10 * (d["a"].hi - d["a"].lo)

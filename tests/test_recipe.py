@@ -11,7 +11,10 @@ from diffusion_lib.core.errors import ConfigError
 from diffusion_lib.diffusion.losses import loss_weights, simple_loss
 from diffusion_lib.training.config import TrainConfig
 from diffusion_lib.training.run import _config_changes, train
-from diffusion_lib.training.trainer import ema_avg_fn, lr_factor
+from torch.optim.swa_utils import AveragedModel
+
+from diffusion_lib.training.trainer import (ema_avg_fn, ema_decay_at, ema_initial_weight, ema_warmup_reaches,
+                                            lr_factor)
 
 
 def test_cosine_decay_warms_up_then_falls_to_zero_after_the_last_step():
@@ -38,6 +41,33 @@ def test_ema_warm_up_follows_its_formula_and_without_it_the_decay_is_fixed():
         ema_avg_fn(0.9, warmup)(ema, p, torch.tensor(5))
         d = min(0.9, 6 / 15) if warmup else 0.9
         assert torch.allclose(ema[0], torch.full((3,), 1 - d))
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_the_initial_weight_is_what_the_averaged_model_keeps_of_the_first_network(warmup):
+    # A one-parameter network: 1 at the first step, 0 at every later one, so what the
+    # average holds after `steps` updates is exactly the weight of the first network.
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = AveragedModel(net, multi_avg_fn=ema_avg_fn(0.99, warmup), use_buffers=True)
+    steps = 300
+    for step in range(steps):
+        with torch.no_grad():
+            net.weight.fill_(1.0 if step == 0 else 0.0)
+        ema.update_parameters(net)
+    held = ema.module.weight.item()
+    assert held == pytest.approx(ema_initial_weight(0.99, steps, warmup), rel=1e-4, abs=1e-12)
+    if warmup:
+        assert held < 1e-6 < 0.99 ** (steps - 1)  # the warm-up forgets the first network much faster
+    else:
+        assert held == pytest.approx(0.99 ** (steps - 1), rel=1e-4)
+
+
+def test_the_warm_up_reaches_the_decay_after_the_stated_number_of_updates():
+    for decay in (0.995, 0.998, 0.9999):
+        n = ema_warmup_reaches(decay)
+        assert ema_decay_at(n, decay, True) == pytest.approx(decay)
+        assert ema_decay_at(0.9 * n, decay, True) < decay
+        assert ema_decay_at(0.9 * n, decay, False) == decay
 
 
 def test_min_snr_weights_cap_the_low_noise_steps_and_keep_the_high_noise_ones():

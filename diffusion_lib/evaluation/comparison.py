@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-__all__ = ["Difference", "pooled_variance", "t_quantile", "arm_means", "compare_arms", "verdict"]
+__all__ = ["Difference", "pooled_variance", "t_quantile", "arm_means", "compare_arms", "compare_to_base", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,22 @@ def compare_arms(values: Mapping[str, Sequence[float]], pairs: Sequence[tuple[st
         diff = sum(values[a]) / na - sum(values[b]) / nb
         half = t * math.sqrt(var * (1 / na + 1 / nb))
         out.append(Difference(a, b, diff, diff - half, diff + half))
+    return out
+
+
+def compare_to_base(values: Mapping[str, Sequence[float]], base: str, apart: Sequence[str] = (),
+                    level: float = 0.95) -> dict[str, Difference]:
+    """Every arm of ``values`` against ``base``, keyed by arm.
+
+    The arms share one pooled variance, except those in ``apart``: arms measured on
+    another scale (say, a run whose samples are not digits, with a spread of its
+    own), each compared with ``base`` on the spread of the two alone, so that they
+    neither widen nor narrow the other arms' intervals.
+    """
+    pooled = {a: v for a, v in values.items() if a not in apart}
+    out = {d.a: d for d in compare_arms(pooled, [(a, base) for a in pooled if a != base], level)}
+    for a in apart:
+        out[a] = compare_arms({a: values[a], base: values[base]}, [(a, base)], level)[0]
     return out
 
 

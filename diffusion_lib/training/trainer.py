@@ -19,7 +19,8 @@ from ..core.devices import cpu_has_native_bf16
 from ..core.errors import CheckpointError, NonFiniteLossError
 from ..nets.registry import all_finite
 
-__all__ = ["LR_DECAYS", "Trainer", "ema_avg_fn", "lr_factor", "use_bf16_autocast"]
+__all__ = ["LR_DECAYS", "Trainer", "ema_avg_fn", "ema_decay_at", "ema_initial_weight", "ema_warmup_reaches", "lr_factor",
+           "use_bf16_autocast"]
 
 _ADVICE = ("Likely causes: a learning rate that is too high, too little gradient clipping, "
            "or reduced precision (try lr / 10, grad_clip 1.0, or float32).")
@@ -63,6 +64,29 @@ def lr_factor(warmup_steps: int, decay: str = "none", total_steps: int = 0) -> C
     return factor
 
 
+def ema_decay_at(n: float, decay: float, warmup: bool) -> float:
+    """The decay of the EMA update after ``n`` updates: ``decay``, or with ``warmup`` min(decay, (1 + n) / (10 + n))."""
+    return min(decay, (1.0 + n) / (10.0 + n)) if warmup else decay
+
+
+def ema_warmup_reaches(decay: float) -> float:
+    """The number of updates after which the warm-up's decay (1 + n) / (10 + n) reaches ``decay``."""
+    return (10.0 * decay - 1.0) / (1.0 - decay)
+
+
+def ema_initial_weight(decay: float, steps: int, warmup: bool) -> float:
+    """The weight the EMA still gives, after ``steps`` optimiser steps, to the network it first copied.
+
+    ``AveragedModel`` copies the network at its first update (after one step from
+    the random initialisation) and averages with :func:`ema_decay_at` from then on,
+    so that network keeps the product of the decays of the ``steps - 1`` later updates.
+    """
+    if not warmup:
+        return decay ** max(steps - 1, 0)
+    log_w = sum(math.log(ema_decay_at(n, decay, True)) for n in range(1, steps))
+    return math.exp(log_w)
+
+
 def ema_avg_fn(decay: float, warmup: bool) -> Callable[[list, list, Any], None]:
     """The EMA update for ``AveragedModel``: a fixed ``decay``, or with ``warmup`` min(decay, (1 + n) / (10 + n)).
 
@@ -76,8 +100,7 @@ def ema_avg_fn(decay: float, warmup: bool) -> Callable[[list, list, Any], None]:
 
     @torch.no_grad()
     def update(ema_params: list, params: list, num_averaged: Any) -> None:
-        n = float(num_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
+        d = ema_decay_at(float(num_averaged), decay, True)
         if torch.is_floating_point(ema_params[0]):
             torch._foreach_lerp_(ema_params, params, 1.0 - d)
         else:  # integer buffers, as torch's own EMA function treats them
