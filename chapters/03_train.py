@@ -107,7 +107,8 @@ cfg = from_dict(TrainConfig, {**train, "out_dir": str(ch.art)}, source="chapter 
 # %%
 display(parameter_table(profile, "03_train", {
     "steps": cfg.steps, "batch size": cfg.batch_size, "learning rate": cfg.lr, "warm-up steps": cfg.warmup_steps,
-    "EMA decay": cfg.ema_decay, "gradient clip": cfg.grad_clip, "schedule": f"{cfg.schedule}, T = {cfg.noise_steps}",
+    "EMA decay": f"{cfg.ema_decay}{' with warm-up' if cfg.ema_warmup else ''}", "gradient clip": cfg.grad_clip,
+    "schedule": f"{cfg.schedule}, T = {cfg.noise_steps}",
     "model": {"width": cfg.model.base_channels, "multipliers": list(cfg.model.channel_mults),
               "blocks per level": cfg.model.num_res_blocks, "time embedding": cfg.model.time_dim},
     "samples drawn": n_samples, "sampling backend": sampling_backend,

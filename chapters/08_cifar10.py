@@ -113,7 +113,8 @@ cfg = from_dict(TrainConfig, {**train, "out_dir": str(ch.art)}, source="chapter 
 
 # %%
 display(parameter_table(profile, "08_cifar10", {
-    "steps": cfg.steps, "batch size": cfg.batch_size, "learning rate": cfg.lr, "EMA decay": cfg.ema_decay,
+    "steps": cfg.steps, "batch size": cfg.batch_size, "learning rate": cfg.lr,
+    "EMA decay": f"{cfg.ema_decay}{' with warm-up' if cfg.ema_warmup else ''}",
     "model": {"width": cfg.model.base_channels, "multipliers": list(cfg.model.channel_mults),
               "attention at": list(cfg.model.attn_resolutions), "dropout": cfg.model.dropout},
     "evaluation sampler": sampler(eval_sampler).name, "samples (N)": n_eval,
