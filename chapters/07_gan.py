@@ -27,8 +27,8 @@
 #
 # A fair comparison spends the same compute on both. Besides the reference model
 # of @sec-train (trained several times longer), this chapter trains a diffusion
-# model with the same recipe (plus the EMA warm-up that a run this short needs,
-# @sec-recipe) for the *same minutes as the GAN*, on the same
+# model with the same recipe, including the EMA warm-up that a run this short
+# needs (@sec-recipe), for the *same minutes as the GAN*, on the same
 # machine, and follows both through training: samples are measured at several
 # points of each run, with the same instrument, against the same real digits, at
 # the same N. Diversity gets its own measures, recall [@kynkaanniemi2019] and the
