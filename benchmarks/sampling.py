@@ -1,7 +1,7 @@
 """Sampling benchmark: every backend of the project's network against diffusers at matched size, and what each costs in quality.
 
     python -m benchmarks.sampling [--model results/cpu/03_train/model_ema.pt] [--batch 100] [--rounds 2]
-                                  [--n-quality 400] [--out results/bench] [--readme]
+                                  [--n-quality 400] [--out results/bench] [--readme] [--quality-only]
 
 In one run, on one device, it prints and saves (``results/bench/<device>_sampling.json``):
 
@@ -15,7 +15,10 @@ In one run, on one device, it prints and saves (``results/bench/<device>_samplin
   see the same machine;
 - **quality**, per backend: FID-MNIST with its bootstrap 95% interval of N
   DDIM-50 samples from the same x_T. A faster backend is *kept* only when its FID
-  lies inside the float32 run's interval.
+  lies inside the float32 run's interval. ``--quality-only`` runs this gate
+  alone for any trained model, in its own dataset's classifier
+  (``results/bench/<device>_sampling_<dataset>.json``): chapter 08 samples its
+  CIFAR-10 model only with a backend this gate kept.
 
 Needs the ``bench`` extra (diffusers) and, for the ONNX Runtime row, the ``onnx`` extra.
 """
@@ -115,11 +118,13 @@ def speed(model_path: str, batch: int, rounds: int, device: torch.device) -> lis
 
 
 def quality(model_path: str, n: int, device: torch.device, data_root: str = "data") -> list[dict[str, Any]]:
-    """FID-MNIST with a bootstrap 95% interval for DDIM-50 samples of every backend, from the same x_T."""
+    """FID in the model's dataset classifier's features, with a bootstrap 95% interval, for DDIM-50 samples of every
+    backend from the same x_T; a backend is kept when its FID lies inside float32's interval."""
     model, meta = load_model(model_path, device=device)
+    dataset = meta.get("dataset", "mnist")
     schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
-    classifier, _ = get_classifier("mnist", data_root, device)
-    reference, _ = random_subset("mnist", n, 0, data_root)
+    classifier, _ = get_classifier(dataset, data_root, device)
+    reference, _ = random_subset(dataset, n, 0, data_root)
     meter = QualityMeter(classifier, reference)
     rows = []
     for backend in BACKENDS:
@@ -128,13 +133,26 @@ def quality(model_path: str, n: int, device: torch.device, data_root: str = "dat
         x, sec = generate(fast, schedule, SamplerSpec("ddim", 50), n, seed=0, batch_size=100)
         report = meter.measure(x)
         fid, (lo, hi) = report.fid, report.intervals["FID"]
-        rows.append({"backend": fast.name, "requested": backend, "N": n, "fid": fid, "fid_low": lo, "fid_high": hi,
-                     "s_per_image": sec, "wall_s": time.perf_counter() - t0})
-        print(f"  quality {fast.name:14s}: FID-MNIST {fid:.2f} [{lo:.2f}, {hi:.2f}] at N = {n}", flush=True)
+        rows.append({"backend": fast.name, "requested": backend, "dataset": dataset, "N": n, "fid": fid,
+                     "fid_low": lo, "fid_high": hi, "s_per_image": sec, "wall_s": time.perf_counter() - t0})
+        print(f"  quality {fast.name:14s}: FID ({dataset} classifier) {fid:.2f} [{lo:.2f}, {hi:.2f}] at N = {n}, "
+              f"{sec * 1000:.0f} ms per image", flush=True)
     ref = rows[0]
     for r in rows:
         r["kept"] = bool(ref["fid_low"] <= r["fid"] <= ref["fid_high"])
     return rows
+
+
+def quality_table(s: dict[str, Any]) -> str:
+    """The quality gate alone (``--quality-only``), for a model other than the benchmark's MNIST one."""
+    rows = s["quality"]
+    lines = [f"| backend | FID ({rows[0]['dataset']} classifier), DDIM-50 [95% interval] | ms/image, DDIM-50 |",
+             "| --- | --- | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['backend']} | {r['fid']:.2f} [{r['fid_low']:.2f}, {r['fid_high']:.2f}]"
+                     + (" kept" if r["kept"] else " **not kept**") + f" | {r['s_per_image'] * 1000:,.0f} |")
+    lines += ["", f"{s['model']} on {s['device']}, N = {rows[0]['N']}, batch 100, torch {s['torch']}."]
+    return "\n".join(lines)
 
 
 def readme_table(s: dict[str, Any]) -> str:
@@ -188,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="results/bench")
     ap.add_argument("--readme", action="store_true", help="also rewrite the README's sampling table")
+    ap.add_argument("--quality-only", action="store_true",
+                    help="only the quality gate, for any trained model (e.g. chapter 08's CIFAR-10 one)")
     args = ap.parse_args(argv)
     try:
         import diffusers  # noqa: F401
@@ -196,12 +216,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = resolve_device(args.device)
     model_path = str(resolve(args.model))
+    out, tag = resolve(args.out), ("cuda" if device.type == "cuda" else "cpu")
+    if args.quality_only:
+        print(f"sampling quality gate for {args.model} on {device_name(device)}", flush=True)
+        rows = quality(model_path, args.n_quality, device)
+        summary = {"device": device_name(device), "model": args.model, "torch": torch.__version__, "quality": rows}
+        atomic_write_text(out / f"{tag}_sampling_{rows[0]['dataset']}.json", json.dumps(summary, indent=2) + "\n")
+        print("\n" + quality_table(summary))
+        if args.readme:
+            replace_marked_section(project_root() / "README.md", f"sampling-{rows[0]['dataset']}", quality_table(summary))
+        return 0
     print(f"sampling benchmark on {device_name(device)}, batch {args.batch}, {args.rounds} alternating rounds", flush=True)
     speed_rows = speed(model_path, args.batch, args.rounds, device)
     quality_rows = quality(model_path, args.n_quality, device)
     summary = summarize(speed_rows, quality_rows, device, args.batch, args.rounds)
-    out = resolve(args.out)
-    tag = "cuda" if device.type == "cuda" else "cpu"
     atomic_write_text(out / f"{tag}_sampling.json", json.dumps(summary, indent=2) + "\n")
     print("\n" + readme_table(summary))
     if args.readme:

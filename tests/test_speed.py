@@ -94,3 +94,36 @@ def test_bf16_and_float32_training_follow_the_same_loss_curve(tmp_path):
     rel = (curves[True] - curves[False]).abs() / curves[False]
     assert rel.max() < 0.1, rel.max()
     assert not torch.equal(curves[True], curves[False])  # and bf16 really ran
+
+
+@pytest.mark.parametrize("backend", ["bf16", "compiled-bf16", "frozen-bf16"])
+def test_sampling_backends_compute_the_network_in_float32_out(backend):
+    """Each faster backend returns the float32 network's noise prediction, rounded as bf16 rounds it (or exactly)."""
+    from torch._inductor import config as inductor_config
+
+    from diffusion_lib.nets.concat_unet import DiffusionModel
+    from diffusion_lib.nets.inference import FastModel
+
+    torch.manual_seed(0)
+    m = DiffusionModel(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, time_dim=8, attention=True).eval()
+    for p in m.out_conv.parameters():  # a zero-initialised output would make any comparison pass
+        torch.nn.init.normal_(p, std=0.1)
+    x, t = torch.randn(3, 1, 28, 28), torch.randint(0, 1000, (3,))
+    with torch.no_grad():
+        ref = m(x, t)
+    fast = FastModel(m, backend, log=lambda *_: None)
+    got = fast(x, t)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    rel = ((got - ref).norm() / ref.norm()).item()
+    assert rel < (0.05 if fast.bf16 else 1e-4), rel
+    assert fast.name == (backend if fast.bf16 else {"bf16": "eager", "compiled-bf16": "compiled-fp32",
+                                                    "frozen-bf16": "frozen-fp32"}[backend])
+    assert inductor_config.freezing is False  # freezing is scoped to the backend's own calls
+
+
+def test_an_unknown_sampling_backend_is_one_clear_error():
+    from diffusion_lib.nets.concat_unet import DiffusionModel
+    from diffusion_lib.nets.inference import FastModel
+
+    with pytest.raises(ValueError, match="unknown sampling backend 'fast'.*frozen-bf16"):
+        FastModel(DiffusionModel(base_channels=8, channel_mults=(1, 2), time_dim=8), "fast")

@@ -10,6 +10,10 @@ sampler's cost. The backends, each measured in the benchmark
   CPU with AVX512-BF16/AMX); float32 elsewhere, and it says so;
 - ``compiled-bf16``: ``torch.compile`` (Inductor: fused GroupNorm+SiLU and
   friends, C++/Triton kernels) under bf16 autocast;
+- ``frozen-bf16``: the same with Inductor's *freezing*: the weights become
+  constants of the compiled graph, so it folds their bf16 casts and pre-packs
+  them for oneDNN's convolutions once instead of at every call (inference only:
+  the network must not change after the first call; compiling takes longer);
 - ``onnxruntime``: the network exported to ONNX and run by ONNX Runtime (float32).
 
 A backend returns float32 noise predictions whatever it computes in, so the
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from torch._inductor import config as inductor_config
 
 from ..core.devices import cpu_has_native_bf16
 from .onnx import OnnxModel, export_onnx
@@ -32,7 +37,9 @@ from .unet import UNet
 
 __all__ = ["BACKENDS", "FastModel", "bf16_native"]
 
-BACKENDS = ("eager", "bf16", "compiled-bf16", "onnxruntime")
+BACKENDS = ("eager", "bf16", "compiled-bf16", "frozen-bf16", "onnxruntime")
+_BF16 = ("bf16", "compiled-bf16", "frozen-bf16")
+_FALLBACK = {"bf16": "eager", "compiled-bf16": "compiled-fp32", "frozen-bf16": "frozen-fp32"}
 
 
 def bf16_native(device: torch.device) -> bool:
@@ -54,15 +61,15 @@ class FastModel:
         self.config = model.config
         self.device = next(model.parameters()).device
         self.requested = backend
-        self.bf16 = backend in ("bf16", "compiled-bf16") and bf16_native(self.device)
-        if backend in ("bf16", "compiled-bf16") and not self.bf16:
+        self.bf16 = backend in _BF16 and bf16_native(self.device)
+        if backend in _BF16 and not self.bf16:
             log(f"sampling backend {backend}: no native bf16 on {self.device.type}; running in float32")
-        self.backend = backend if self.bf16 or backend in ("eager", "onnxruntime") else \
-            ("eager" if backend == "bf16" else "compiled-fp32")
+        self.backend = backend if self.bf16 or backend not in _BF16 else _FALLBACK[backend]
+        self.frozen = backend == "frozen-bf16"
         self._run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         if backend == "onnxruntime":
             self._run = self._onnx(model)
-        elif backend == "compiled-bf16":
+        elif backend in ("compiled-bf16", "frozen-bf16"):
             self._run = torch.compile(model, dynamic=False)
         else:
             self._run = model
@@ -79,7 +86,10 @@ class FastModel:
         return self.backend
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        # freezing is read when a graph compiles (the first call, or a new batch size), so it is set around every call
+        # and nowhere else: other compiled modules in the process (training) are left as they are
+        with inductor_config.patch(freezing=self.frozen), torch.inference_mode(), \
+                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self._run(x, t).float()
 
     # the nn.Module calls the samplers make
