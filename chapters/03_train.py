@@ -88,7 +88,7 @@ from IPython.display import Markdown, display
 from diffusion_lib import DiffusionProcess
 from diffusion_lib.chapter.claims import claim, fmt
 from diffusion_lib.chapter.models import load_trained
-from diffusion_lib.chapter.overview import parameter_table
+from diffusion_lib.chapter.overview import ema_setting, parameter_table
 from diffusion_lib.chapter.plots import plot_loss, show_grid, show_strips, show_training_grids
 from diffusion_lib.chapter.runs import train_or_reuse
 from diffusion_lib.chapter.setup import start
@@ -107,7 +107,7 @@ cfg = from_dict(TrainConfig, {**train, "out_dir": str(ch.art)}, source="chapter 
 # %%
 display(parameter_table(profile, "03_train", {
     "steps": cfg.steps, "batch size": cfg.batch_size, "learning rate": cfg.lr, "warm-up steps": cfg.warmup_steps,
-    "EMA decay": f"{cfg.ema_decay}{' with warm-up' if cfg.ema_warmup else ''}", "gradient clip": cfg.grad_clip,
+    "EMA decay": ema_setting(cfg), "gradient clip": cfg.grad_clip,
     "schedule": f"{cfg.schedule}, T = {cfg.noise_steps}",
     "model": {"width": cfg.model.base_channels, "multipliers": list(cfg.model.channel_mults),
               "blocks per level": cfg.model.num_res_blocks, "time embedding": cfg.model.time_dim},

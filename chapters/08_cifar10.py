@@ -69,6 +69,7 @@ train = {
 }
 n_eval = 64
 eval_sampler = {"method": "ddim", "steps": 20, "eta": 0.0}
+sampling_backend = "eager"
 ddim_show = [10, 20, 50]
 n_per_class = 6
 n_neighbours = 6
@@ -87,7 +88,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from diffusion_lib.chapter.answers import Answer
 from diffusion_lib.chapter.claims import claim, fmt
-from diffusion_lib.chapter.overview import parameter_table
+from diffusion_lib.chapter.overview import ema_setting, parameter_table
 from diffusion_lib.chapter.params import sampler
 from diffusion_lib.chapter.plots import plot_loss, show_strips, show_training_grids
 from diffusion_lib.chapter.setup import start
@@ -103,6 +104,7 @@ from diffusion_lib.diffusion.generate import SamplerSpec, generate
 from diffusion_lib.evaluation.classifiers import get_classifier
 from diffusion_lib.evaluation.neighbours import nearest_in_features, pool_features
 from diffusion_lib.evaluation.quality import CONFIDENT, QualityMeter, real_floor
+from diffusion_lib.nets.inference import FastModel
 from diffusion_lib.nets.registry import build_model
 from diffusion_lib.nets.summary import summarize
 from diffusion_lib.training.config import TrainConfig
@@ -114,10 +116,10 @@ cfg = from_dict(TrainConfig, {**train, "out_dir": str(ch.art)}, source="chapter 
 # %%
 display(parameter_table(profile, "08_cifar10", {
     "steps": cfg.steps, "batch size": cfg.batch_size, "learning rate": cfg.lr,
-    "EMA decay": f"{cfg.ema_decay}{' with warm-up' if cfg.ema_warmup else ''}",
+    "EMA decay": ema_setting(cfg),
     "model": {"width": cfg.model.base_channels, "multipliers": list(cfg.model.channel_mults),
               "attention at": list(cfg.model.attn_resolutions), "dropout": cfg.model.dropout},
-    "evaluation sampler": sampler(eval_sampler).name, "samples (N)": n_eval,
+    "evaluation sampler": sampler(eval_sampler).name, "samples (N)": n_eval, "sampling backend": sampling_backend,
 }))
 
 # %% [markdown]
@@ -173,7 +175,8 @@ model, schedule, meta = load_trained(ch.art, ch.device)
 classifier, clf_acc = get_classifier("cifar10", data_root, ch.device)
 reference, _ = random_subset("cifar10", n_eval, seed, data_root)
 spec = sampler(eval_sampler, schedule.num_steps)
-samples, sec = generate(model, schedule, spec, n_eval, seed=seed, batch_size=min(n_eval, 100))
+fast = FastModel(model, sampling_backend)  # a backend the benchmark's quality gate kept for this model
+samples, _ = generate(fast, schedule, spec, n_eval, seed=seed, batch_size=min(n_eval, 100))
 meter = QualityMeter(classifier, reference, seed=seed)
 q = meter.measure(samples)
 floor = real_floor(meter, n_eval, "cifar10", data_root, seed=seed)
@@ -243,7 +246,7 @@ display(claim(f"No sample copies a training image: in the classifier's features 
 # %%
 #| label: fig-cifar-ddim
 #| fig-cap: "The same starting noise decoded with DDIM (eta = 0) at several step counts."
-strips = [generate(model, schedule, SamplerSpec("ddim", k), 8, seed=seed + 1, batch_size=8)[0] for k in ddim_show]
+strips = [generate(fast, schedule, SamplerSpec("ddim", k), 8, seed=seed + 1, batch_size=8)[0] for k in ddim_show]
 show_strips(strips, [f"DDIM-{s}" for s in ddim_show])
 plt.show()
 
@@ -257,7 +260,8 @@ m_model, m_sched, _ = load_trained(ch.run_dir("03_train"), ch.device)
 m_clf, _ = get_classifier("mnist", data_root, ch.device)
 m_ref, _ = random_subset("mnist", n_eval, seed, data_root)
 m_meter = QualityMeter(m_clf, m_ref, seed=seed)
-m_samples, _ = generate(m_model, m_sched, spec, n_eval, seed=seed, batch_size=min(n_eval, 100))
+m_samples, _ = generate(FastModel(m_model, sampling_backend), m_sched, spec, n_eval, seed=seed,
+                        batch_size=min(n_eval, 100))
 m_q, m_floor = m_meter.measure(m_samples), real_floor(m_meter, n_eval, "mnist", data_root, seed=seed)
 
 # %%

@@ -59,3 +59,12 @@ def test_tables_fold_intervals_into_one_column():
     assert list(out.columns) == ["model", "FID [95% CI]", "N"]
     assert out["FID [95% CI]"].tolist() == ["4.3 [3.37, 5.23]", "12 [10.5, 13.5]"]
     assert format_number(684866.0) == "684,866" and format_number(400.0) == "400"
+
+
+def test_the_ema_setting_says_whether_the_average_warms_up():
+    from types import SimpleNamespace
+
+    from diffusion_lib.chapter.overview import ema_setting
+
+    assert ema_setting(SimpleNamespace(ema_decay=0.998, ema_warmup=True)) == "0.998 with warm-up"
+    assert ema_setting(SimpleNamespace(ema_decay=0.995, ema_warmup=False)) == "0.995"

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 from .claims import Md
 from .tables import format_number
 
-__all__ = ["parameter_table"]
+__all__ = ["ema_setting", "parameter_table"]
 
 
 def _value(v: Any) -> str:
@@ -30,3 +30,8 @@ def parameter_table(profile: str, chapter: str, rows: Mapping[str, Any]) -> Md:
     lines += ["", f": The parameters that matter here, in the **{profile}** profile (all of them: "
                   f"[`{path}`](../../{path})) {{#tbl-params-{chapter[:2]}}}"]
     return Md("\n".join(lines))
+
+
+def ema_setting(cfg: Any) -> str:
+    """A training configuration's EMA as a parameter table shows it: the decay, and whether it warms up."""
+    return f"{cfg.ema_decay}{' with warm-up' if cfg.ema_warmup else ''}"

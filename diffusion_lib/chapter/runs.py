@@ -23,13 +23,14 @@ def train_or_reuse(cfg: TrainConfig, retrain: bool = False, log: Callable[[str],
     shown = out.relative_to(project_root()) if out.is_relative_to(project_root()) else out
     quiet = lambda *_: None  # noqa: E731 - the chapter reports the run from its summary
     verdict = None if retrain else reuse_verdict(cfg)
+    why = "" if verdict is None else verdict[1].replace(str(out), str(shown))  # the book shows project paths
     if retrain or (verdict is not None and verdict[0] in STALE):
         train(cfg, fresh=True, log=quiet)
-        log(f"Trained the run in {shown} from scratch ({'retrain=True' if retrain else verdict[1]}); "
+        log(f"Trained the run in {shown} from scratch ({'retrain=True' if retrain else why}); "
             "the old run, if any, was moved aside.")
     elif verdict is None:
         log(f"Reusing the finished run in {shown} (set retrain=True to train again).")
     else:
         train(cfg, resume=True, log=quiet)
-        log(f"Trained the run in {shown} now ({verdict[1]}).")
+        log(f"Trained the run in {shown} now ({why}), continuing from its last checkpoint where it had one.")
     return read_summary(out / "summary.json")
