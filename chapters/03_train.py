@@ -98,6 +98,7 @@ from diffusion_lib.data.datasets import load_split
 from diffusion_lib.data.images import save_grid, to_model_range
 from diffusion_lib.diffusion.samplers import TrajectoryRecorder
 from diffusion_lib.evaluation.likelihood import nll_bits_per_dim
+from diffusion_lib.nets.inference import FastModel
 from diffusion_lib.training.config import TrainConfig
 from diffusion_lib.training.log import read_metrics
 
@@ -186,6 +187,12 @@ plt.show()
 model, _, meta = load_trained(ch.art, ch.device)
 process = DiffusionProcess(cfg.image_size, cfg.channels, cfg.noise_steps, cfg.schedule, model,
                            ema_decay=None, device=ch.device)
+# one call at this batch size first: a compiling backend compiles here, once, and the timing below is sampling alone
+t0 = time.perf_counter()
+FastModel(process.eval_model, sampling_backend)(torch.zeros(n_samples, cfg.channels, cfg.image_size, cfg.image_size,
+                                                            device=ch.device),
+                                                torch.zeros(n_samples, dtype=torch.long, device=ch.device))
+prepare_s = time.perf_counter() - t0
 t0 = time.perf_counter()
 samples = process.sample(n_samples, generator=torch.Generator().manual_seed(sample_seed), backend=sampling_backend)
 sample_s = time.perf_counter() - t0
@@ -196,7 +203,8 @@ plt.show()
 # %%
 display(Markdown(f"{n_samples} samples in one batch took {sample_s:.1f} s on {ch.device_name} with the "
                  f"{sampling_backend} backend: {sample_s / n_samples * 1000:.0f} ms per image for {cfg.noise_steps} "
-                 "network evaluations. "
+                 f"network evaluations, after {prepare_s:.1f} s of one-time preparation (compiling, for a compiling "
+                 "backend), not counted. "
                  "The cost per image depends on the batch size, so chapters that time smaller batches report "
                  "other figures for the same sampler."))
 

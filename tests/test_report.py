@@ -346,6 +346,7 @@ def test_the_live_sampler_draws_what_python_draws(served):
         ARTIFACTS.mkdir(exist_ok=True)
         page.locator(".live-sampler").first.screenshot(path=str(ARTIFACTS / "live-sampler.png"))
         browser.close()
+    (ARTIFACTS / "live-sampler-ms.txt").write_text(f"{res['ms']:.0f}\n")  # the figure the target reads
     assert res["ms"] < 10_000, f"a 4x4 grid of DDIM-20 digits took {res['ms']:.0f} ms in the browser"
     model = OnnxModel(out / "widget" / "model.onnx")
     schedule = NoiseSchedule.from_name(model.meta["schedule"], model.meta["noise_steps"])
