@@ -1,7 +1,7 @@
 """Sampling benchmark: every backend of the project's network against diffusers at matched size, and what each costs in quality.
 
     python -m benchmarks.sampling [--model results/cpu/03_train/model_ema.pt] [--batch 100] [--rounds 2]
-                                  [--n-quality 400] [--out results/bench] [--readme] [--quality-only]
+                                  [--n-quality 400] [--out results/bench] [--readme] [--quality-only | --reuse-speed]
 
 In one run, on one device, it prints and saves (``results/bench/<device>_sampling.json``):
 
@@ -9,7 +9,7 @@ In one run, on one device, it prints and saves (``results/bench/<device>_samplin
   (images/s), a full DDIM-50 run (images/s), and DDPM-1000 per image, for the
   project's trained network and for a ``diffusers.UNet2DModel`` of matched size,
   given the same backend (eager float32 "as shipped", bf16 autocast,
-  ``torch.compile`` + bf16). DDPM-1000 is timed over 100 of its steps (the cost
+  ``torch.compile`` + bf16, the same with Inductor's freezing). DDPM-1000 is timed over 100 of its steps (the cost
   of a step does not depend on t) and scaled to 1,000. Each (model, backend,
   round) runs in its own spawned process, the two models alternating, so both
   see the same machine;
@@ -128,6 +128,9 @@ def quality(model_path: str, n: int, device: torch.device, data_root: str = "dat
     meter = QualityMeter(classifier, reference)
     rows = []
     for backend in BACKENDS:
+        # compiled-bf16 and frozen-bf16 wrap the same module with the same torch.compile call, and Dynamo's cache
+        # does not tell them apart: without a reset, frozen-bf16 would run the graph compiled-bf16 left behind
+        torch._dynamo.reset()
         fast = FastModel(model, backend, log=lambda *_: None)
         t0 = time.perf_counter()
         x, sec = generate(fast, schedule, SamplerSpec("ddim", 50), n, seed=0, batch_size=100)
@@ -206,14 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="results/bench")
     ap.add_argument("--readme", action="store_true", help="also rewrite the README's sampling table")
+    ap.add_argument("--reuse-speed", action="store_true",
+                    help="keep the speed rows of the saved results/bench/<device>_sampling.json (same device) and "
+                         "measure only the quality gate again")
     ap.add_argument("--quality-only", action="store_true",
                     help="only the quality gate, for any trained model (e.g. chapter 08's CIFAR-10 one)")
     args = ap.parse_args(argv)
-    try:
-        import diffusers  # noqa: F401
-    except ImportError:
-        print("error: the benchmark compares against diffusers: pip install -e .[bench]", file=sys.stderr)
-        return 2
     device = resolve_device(args.device)
     model_path = str(resolve(args.model))
     out, tag = resolve(args.out), ("cuda" if device.type == "cuda" else "cpu")
@@ -224,12 +225,32 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(out / f"{tag}_sampling_{rows[0]['dataset']}.json", json.dumps(summary, indent=2) + "\n")
         print("\n" + quality_table(summary))
         if args.readme:
-            replace_marked_section(project_root() / "README.md", f"sampling-{rows[0]['dataset']}", quality_table(summary))
+            try:
+                replace_marked_section(project_root() / "README.md", f"sampling-{rows[0]['dataset']}",
+                                       quality_table(summary))
+            except ValueError as exc:
+                print(f"error: {exc}; the table above was not written into the README", file=sys.stderr)
+                return 2
         return 0
-    print(f"sampling benchmark on {device_name(device)}, batch {args.batch}, {args.rounds} alternating rounds", flush=True)
-    speed_rows = speed(model_path, args.batch, args.rounds, device)
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        print("error: the benchmark compares against diffusers: pip install -e .[bench]", file=sys.stderr)
+        return 2
+    batch, rounds = args.batch, args.rounds
+    if args.reuse_speed:
+        saved = out / f"{tag}_sampling.json"
+        prev = json.loads(saved.read_text()) if saved.is_file() else {}
+        if prev.get("device") != device_name(device):
+            print(f"error: --reuse-speed needs {saved} measured on {device_name(device)}", file=sys.stderr)
+            return 2
+        speed_rows, batch, rounds = prev["speed"], prev["batch"], prev["rounds"]
+        print(f"speed rows reused from {saved}; measuring the quality gate again", flush=True)
+    else:
+        print(f"sampling benchmark on {device_name(device)}, batch {batch}, {rounds} alternating rounds", flush=True)
+        speed_rows = speed(model_path, batch, rounds, device)
     quality_rows = quality(model_path, args.n_quality, device)
-    summary = summarize(speed_rows, quality_rows, device, args.batch, args.rounds)
+    summary = summarize(speed_rows, quality_rows, device, batch, rounds)
     atomic_write_text(out / f"{tag}_sampling.json", json.dumps(summary, indent=2) + "\n")
     print("\n" + readme_table(summary))
     if args.readme:
