@@ -68,3 +68,29 @@ def test_the_ema_setting_says_whether_the_average_warms_up():
 
     assert ema_setting(SimpleNamespace(ema_decay=0.998, ema_warmup=True)) == "0.998 with warm-up"
     assert ema_setting(SimpleNamespace(ema_decay=0.995, ema_warmup=False)) == "0.995"
+
+
+def test_recipe_section_reads_the_sampler_check(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    from recipe_readme import section
+
+    study = tmp_path / "p" / "05_recipe"
+    study.mkdir(parents=True)
+    (study / "ranking.csv").write_text(",FID,FID - base,FID - base lo,FID - base hi,verdict\n"
+                                       "base,20.0,0,0,0,base\nwider,25.0,5.0,1.0,9.0,worse\n")
+    (study / "runs.csv").write_text("arm,seed,minutes\nbase,0,3.0\nwider,0,4.0\n")
+    text = section("p", tmp_path)
+    assert "What hurts:** a 1.5 times wider network" in text and "(+5.00 [1.00, 9.00])" in text
+    assert "Sampling" not in text  # chapter 09 has not run: no line, rather than an invented one
+    (tmp_path / "p" / "09_ddim").mkdir()
+    check = {"n": 2000, "steps": 50, "best": "DDIM-50 (eta=1)", "base": "DDIM-50 (eta=0)", "difference": [-0.5, -0.8, -0.2]}
+    (tmp_path / "p" / "09_ddim" / "confirm.json").write_text(json.dumps(check))
+    line = next(x for x in section("p", tmp_path).splitlines() if "Sampling" in x)
+    assert "DDIM-50 (eta=1)" in line and "N = 2000" in line and "-0.50 [-0.80, -0.20]: better" in line
+    check["difference"] = [0.1, -0.2, 0.4]
+    (tmp_path / "p" / "09_ddim" / "confirm.json").write_text(json.dumps(check))
+    assert "indistinguishable at this N" in section("p", tmp_path)

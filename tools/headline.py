@@ -100,6 +100,17 @@ def result_rows(res: Path) -> list[tuple[str, str]]:
     floor = _json(res / "09_ddim" / "floor.json")
     if floor:
         rows.append(("FID-MNIST, real vs real (floor)", f"{_ci(floor)} (N = {floor['N']})"))
+    big_n = max((int(r["N"]) for r in _csv(res / "09_ddim" / "confirm.csv")), default=0)
+    for r in _csv(res / "09_ddim" / "confirm.csv"):  # the larger-N check: fresh noise, held-out real digits
+        if int(r["N"]) != big_n:
+            continue
+        share = next((v for k, v in r.items() if k.startswith("share with confidence")
+                      and not k.endswith((" lo", " hi"))), None)
+        extra = (f", {float(r['ratio to floor']):.2f}x the floor [{float(r['ratio to floor lo']):.2f}, "
+                 f"{float(r['ratio to floor hi']):.2f}], {float(share):.1%} read with confidence > 0.9"
+                 if r.get("ratio to floor") else "")
+        what = ("real vs real (floor, chapter 09)" if not extra else f"{r['sampler']} (chapter 09, fresh noise)")
+        rows.append((f"FID-MNIST at N = {big_n}, {what}", f"{_ci(r)}{extra}"))
     for r in _csv(res / "04_schedules" / "summary.csv"):
         if r["sampler"] == "at matched log-SNR":
             rows.append((f"FID-MNIST, {r['schedule']} schedule (chapter 04, mean over seeds)", _ci(r)))

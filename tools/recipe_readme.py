@@ -3,13 +3,16 @@
     .venv/bin/python tools/recipe_readme.py [profile]      (default: cpu)
 
 Reads ``results/<profile>/05_recipe/ranking.csv`` and ``runs.csv`` (written by
-chapter 05) and replaces what stands between the ``recipe`` markers of
-README.md. Nothing in the section is typed: it is what the study measured.
+chapter 05), and ``results/<profile>/09_ddim/confirm.json`` (chapter 09's larger-N
+check of the sampler) when it exists, and replaces what stands between the
+``recipe`` markers of README.md. Nothing in the section is typed: it is what the
+studies measured.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -34,8 +37,25 @@ PLAIN = {  # what each arm of params/<profile>/05_recipe.yaml changes, in a read
 }
 
 
-def section(profile: str) -> str:
-    folder = ROOT / "results" / profile / "05_recipe"
+def sampling_line(profile: str, results: Path) -> list[str]:
+    """The sampler's part of the recipe, from chapter 09's larger-N check (nothing when it has not run)."""
+    path = results / profile / "09_ddim" / "confirm.json"
+    if not path.is_file():
+        return []
+    c = json.loads(path.read_text())
+    d, lo, hi = c["difference"]
+    if c["best"] == c["base"]:
+        return []
+    verdict = ("better, beyond the noise" if hi < 0 else "worse, beyond the noise" if lo > 0 else
+               "indistinguishable at this N")
+    return [f"- **Sampling:** with {c['steps']} DDIM steps, chapter 09's grid favours {c['best']}; measured again "
+                f"beside {c['base']} on fresh noise and held-out digits at N = {c['n']} "
+                f"(`results/{profile}/09_ddim/confirm.json`), its FID-MNIST differs by {d:+.2f} [{lo:.2f}, {hi:.2f}]: "
+                f"{verdict}."]
+
+
+def section(profile: str, results: Path = ROOT / "results") -> str:
+    folder = results / profile / "05_recipe"
     with open(folder / "ranking.csv", newline="") as fh:
         rank = list(csv.DictReader(fh))
     with open(folder / "runs.csv", newline="") as fh:
@@ -57,6 +77,7 @@ def section(profile: str) -> str:
                                        f" ({float(r['FID - base']):+.2f} "
                                        f"[{float(r['FID - base lo']):.2f}, {float(r['FID - base hi']):.2f}])")
             for r in arms) + ".")
+    lines += sampling_line(profile, results)
     lines += ["", "So on a small machine, first avoid what hurts here, and measure before adopting what made no "
               "measurable difference. Short runs favour choices that pay off early: the ranking holds at this "
               "budget, and chapter 05 says why each arm came out as it did."]
