@@ -90,7 +90,7 @@ def test_recipe_section_reads_the_sampler_check(tmp_path):
     check = {"n": 2000, "steps": 50, "best": "DDIM-50 (eta=1)", "base": "DDIM-50 (eta=0)", "difference": [-0.5, -0.8, -0.2]}
     (tmp_path / "p" / "09_ddim" / "confirm.json").write_text(json.dumps(check))
     line = next(x for x in section("p", tmp_path).splitlines() if "Sampling" in x)
-    assert "DDIM-50 (eta=1)" in line and "N = 2000" in line and "-0.50 [-0.80, -0.20]: better" in line
+    assert "DDIM-50 (eta=1) is better than DDIM-50 (eta=0) in FID-MNIST (-0.5 [-0.8, -0.2])" in line
     check["difference"] = [0.1, -0.2, 0.4]
     (tmp_path / "p" / "09_ddim" / "confirm.json").write_text(json.dumps(check))
-    assert "indistinguishable at this N" in section("p", tmp_path)
+    assert "are indistinguishable in FID-MNIST at N = 2000 (+0.1 [-0.2, 0.4])" in section("p", tmp_path)

@@ -100,8 +100,9 @@ def result_rows(res: Path) -> list[tuple[str, str]]:
     floor = _json(res / "09_ddim" / "floor.json")
     if floor:
         rows.append(("FID-MNIST, real vs real (floor)", f"{_ci(floor)} (N = {floor['N']})"))
-    big_n = max((int(r["N"]) for r in _csv(res / "09_ddim" / "confirm.csv")), default=0)
-    for r in _csv(res / "09_ddim" / "confirm.csv"):  # the larger-N check: fresh noise, held-out real digits
+    confirm = _csv(res / "09_ddim" / "confirm.csv")  # the larger-N check: fresh noise, held-out real digits
+    big_n = max((int(r["N"]) for r in confirm), default=0)
+    for r in confirm:
         if int(r["N"]) != big_n:
             continue
         share = next((v for k, v in r.items() if k.startswith("share with confidence")

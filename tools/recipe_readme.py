@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from diffusion_lib.core.files import replace_marked_section  # noqa: E402
+from diffusion_lib.evaluation.comparison import Difference, verdict  # noqa: E402
 
 PLAIN = {  # what each arm of params/<profile>/05_recipe.yaml changes, in a reader's words
     "wider": "a 1.5 times wider network (fewer steps in the same minutes)",
@@ -43,15 +44,12 @@ def sampling_line(profile: str, results: Path) -> list[str]:
     if not path.is_file():
         return []
     c = json.loads(path.read_text())
-    d, lo, hi = c["difference"]
     if c["best"] == c["base"]:
         return []
-    verdict = ("better, beyond the noise" if hi < 0 else "worse, beyond the noise" if lo > 0 else
-               "indistinguishable at this N")
+    said = verdict(Difference(c["best"], c["base"], *c["difference"]), "FID-MNIST", what=f"at N = {c['n']}")
     return [f"- **Sampling:** with {c['steps']} DDIM steps, chapter 09's grid favours {c['best']}; measured again "
-                f"beside {c['base']} on fresh noise and held-out digits at N = {c['n']} "
-                f"(`results/{profile}/09_ddim/confirm.json`), its FID-MNIST differs by {d:+.2f} [{lo:.2f}, {hi:.2f}]: "
-                f"{verdict}."]
+            f"beside {c['base']} on fresh noise and held-out digits (`results/{profile}/09_ddim/confirm.json`), "
+            f"{said}."]
 
 
 def section(profile: str, results: Path = ROOT / "results") -> str:
@@ -66,14 +64,14 @@ def section(profile: str, results: Path = ROOT / "results") -> str:
              f"{minutes:.1f} minutes per run on the {profile} profile's machine, {len({r['seed'] for r in runs})} seeds each; lower FID-MNIST is "
              f"better (the base recipe, `base:` in `params/{profile}/05_recipe.yaml`: {float(base['FID']):.2f}). "
              "An arm counts only when the 95% interval of its difference from the base excludes zero.", ""]
-    for verdict, title in (("better", "What helps"), ("indistinguishable", "What made no measurable difference"),
-                           ("the base's samples", "What changed nothing at all (the base's very samples)"),
-                           ("worse", "What hurts")):
-        arms = [r for r in rank if r["verdict"] == verdict]
+    for kind, title in (("better", "What helps"), ("indistinguishable", "What made no measurable difference"),
+                        ("the base's samples", "What changed nothing at all (the base's very samples)"),
+                        ("worse", "What hurts")):
+        arms = [r for r in rank if r["verdict"] == kind]
         if not arms:
             continue
         lines.append(f"- **{title}:** " + "; ".join(
-            PLAIN.get(r[''], r['']) + ("" if verdict == "the base's samples" else
+            PLAIN.get(r[''], r['']) + ("" if kind == "the base's samples" else
                                        f" ({float(r['FID - base']):+.2f} "
                                        f"[{float(r['FID - base lo']):.2f}, {float(r['FID - base hi']):.2f}])")
             for r in arms) + ".")
