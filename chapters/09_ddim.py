@@ -70,7 +70,6 @@ sampling_backend = "eager"
 
 # %%
 import json
-import math
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -80,19 +79,21 @@ from IPython.display import Markdown, display
 
 from diffusion_lib.chapter.answers import Answer
 from diffusion_lib.chapter.claims import claim, fmt
+from diffusion_lib.chapter.models import load_trained
 from diffusion_lib.chapter.overview import parameter_table
 from diffusion_lib.chapter.plots import show_strips
 from diffusion_lib.chapter.setup import start
 from diffusion_lib.chapter.style import PALETTE
 from diffusion_lib.chapter.tables import table
-from diffusion_lib.chapter.models import load_trained
 from diffusion_lib.core.files import atomic_write_text
 from diffusion_lib.data.datasets import random_subset
 from diffusion_lib.diffusion.generate import SamplerSpec, generate
 from diffusion_lib.diffusion.interpolation import slerp
 from diffusion_lib.diffusion.samplers import ddim_invert, ddim_sample
 from diffusion_lib.evaluation.classifiers import get_classifier
-from diffusion_lib.evaluation.quality import CONFIDENT, QualityMeter, normal_interval, real_floor
+from diffusion_lib.evaluation.comparison import Difference, verdict
+from diffusion_lib.evaluation.floor import against_floor, ratio_growth, wilson
+from diffusion_lib.evaluation.quality import CONFIDENT, QualityMeter, real_floor
 from diffusion_lib.nets.inference import FastModel
 
 ch = start(results_dir, "09_ddim")
@@ -226,31 +227,20 @@ confirm = {spec.name: meter_n.measure(generate(fast, schedule, spec, n_confirm, 
                                                batch_size=batch_size)[0]) for spec in conf_specs}
 
 
-def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval for a share p of n independent samples (sound near 0 and 1)."""
-    scale = 1 + z * z / n
-    centre, half = (p + z * z / (2 * n)) / scale, z / scale * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
-    return centre - half, centre + half
-
-
 def confirm_row(name: str, rep, fl, sampled: bool = True) -> dict:
-    """FID; its excess over and ratio to the floor at the same N (paired bootstrap; the ratio on a log scale);
-    the confident share (Wilson interval)."""
-    if rep.n != fl.n:
-        raise ValueError(f"a sampler and its floor must share N, got {rep.n} and {fl.n}")
+    """A row of the table: FID; its excess over and ratio to the floor at the same N; the confident share."""
     out = {"sampler": name, "N": rep.n, "FID": rep.fid, "FID lo": rep.intervals["FID"][0],
            "FID hi": rep.intervals["FID"][1], "floor": fl.fid}
     if sampled:
-        a, b = rep.replicates["FID"], fl.replicates["FID"]
-        ex_lo, ex_hi = normal_interval(rep.fid - fl.fid, a - b)
-        log_lo, log_hi = normal_interval(math.log(rep.fid / fl.fid), torch.log(a.clamp(min=1e-12) / b.clamp(min=1e-12)))
-        out |= {"excess over floor": rep.fid - fl.fid, "excess over floor lo": ex_lo, "excess over floor hi": ex_hi,
-                "ratio to floor": rep.fid / fl.fid, "ratio to floor lo": math.exp(log_lo),
-                "ratio to floor hi": math.exp(log_hi)}
+        vs = vs_floor[name, rep.n] = against_floor(rep, fl)
+        out |= {"excess over floor": vs.excess.value, "excess over floor lo": vs.excess.lo,
+                "excess over floor hi": vs.excess.hi, "ratio to floor": vs.ratio.value,
+                "ratio to floor lo": vs.ratio.lo, "ratio to floor hi": vs.ratio.hi}
     s_lo, s_hi = wilson(rep.confident_share, rep.n)
     return out | {share: rep.confident_share, f"{share} lo": s_lo, f"{share} hi": s_hi}
 
 
+vs_floor = {}  # (sampler, N) -> its reading against the floor at that N
 conf_rows = [confirm_row(spec.name, reports[spec.name], floor) for spec in conf_specs]
 conf_rows += [confirm_row(spec.name, confirm[spec.name], floor_n) for spec in conf_specs]
 conf_rows += [confirm_row("real test vs real train (floor)", fl, fl, sampled=False) for fl in (floor, floor_n)]
@@ -282,6 +272,7 @@ best_name = SamplerSpec("ddim", conf_steps, eta=best_eta, spacing=spacing).name
 base_name = SamplerSpec("ddim", conf_steps, eta=other_eta, spacing=spacing).name
 d_n, lo_n, hi_n = (meter_n.difference(confirm[best_name], confirm[base_name]) if best_name != base_name
                    else (0.0, 0.0, 0.0))
+fresh = Difference(best_name, base_name, d_n, lo_n, hi_n)
 at_n = {n: {r["sampler"]: r for r in conf_rows if r["N"] == n} for n in (n_eval, n_confirm)}
 atomic_write_text(ch.art / "confirm.json", json.dumps({
     "n": n_confirm, "steps": conf_steps, "best": best_name, "base": base_name, "difference": [d_n, lo_n, hi_n],
@@ -298,11 +289,10 @@ display(claim(
 if best_name != base_name:
     b = at_n[n_confirm][best_name]
     display(Markdown(
-        f"On fresh noise at N = {n_confirm}, {best_name} minus {base_name} in FID-MNIST is {d_n:+.3g} "
-        f"[{lo_n:.3g}, {hi_n:.3g}]: "
-        + ("the grid's choice holds on samples it did not see." if hi_n < 0 else
-           "the grid's choice is reversed on fresh noise." if lo_n > 0 else
-           "indistinguishable at this N, so the grid's choice may have been luck of its draw.")
+        f"On fresh noise at N = {n_confirm}, {verdict(fresh, 'FID-MNIST', what='at this N')}: "
+        + ("the grid's choice holds on samples it did not see." if fresh.real and d_n < 0 else
+           "the grid's choice is reversed on fresh noise." if fresh.real else
+           "the grid's choice may have been luck of its draw.")
         + f" Its ratio to the floor is {b['ratio to floor']:.2f} [{b['ratio to floor lo']:.2f}, "
         f"{b['ratio to floor hi']:.2f}] at this N, against {at_n[n_eval][best_name]['ratio to floor']:.2f} at "
         f"N = {n_eval}; {b[share]:.1%} of its samples are read with confidence above {CONFIDENT:g} "
@@ -529,16 +519,8 @@ big, small = at_n[n_confirm], at_n[n_eval]
 best = big[best_name]
 
 
-def log_se(r: dict) -> float:
-    """The standard error of log(ratio to floor), recovered from its log-scale 95% interval."""
-    return (math.log(r["ratio to floor hi"]) - math.log(r["ratio to floor lo"])) / (2 * 1.959964)
-
-
-growth = {}  # ratio at the larger N over the ratio at the grid's N; the two N use independent samples
-for k, r in big.items():
-    if "floor" not in k:
-        g, se = math.log(r["ratio to floor"] / small[k]["ratio to floor"]), math.hypot(log_se(r), log_se(small[k]))
-        growth[k] = (math.exp(g), math.exp(g - 1.959964 * se), math.exp(g + 1.959964 * se))
+# the ratio at the larger N over the ratio at the grid's N; the two N use independent samples
+growth = {k: ratio_growth(vs_floor[k, n_eval], vs_floor[k, n_confirm]) for k in big if "floor" not in k}
 not_again = ("" if ddpm is None or ddpm["sampler"] in big else
              f" DDPM-{T} was not measured again at N = {n_confirm} in this profile ({T} network evaluations per "
              f"image), so its ratio is known only at N = {n_eval}.")
