@@ -227,12 +227,17 @@ confirm = {spec.name: meter_n.measure(generate(fast, schedule, spec, n_confirm, 
                                                batch_size=batch_size)[0]) for spec in conf_specs}
 
 
-def confirm_row(name: str, rep, fl, sampled: bool = True) -> dict:
-    """A row of the table: FID; its excess over and ratio to the floor at the same N; the confident share."""
+measured = [(spec.name, reports[spec.name], floor) for spec in conf_specs]  # the grid's samples, at its N
+measured += [(spec.name, confirm[spec.name], floor_n) for spec in conf_specs]  # fresh noise, at the larger N
+vs_floor = {(name, rep.n): against_floor(rep, fl) for name, rep, fl in measured}  # (sampler, N) -> the reading
+
+
+def confirm_row(name: str, rep, fl) -> dict:
+    """A row of the table: FID, the floor at its N, the excess over and ratio to it, and the confident share."""
     out = {"sampler": name, "N": rep.n, "FID": rep.fid, "FID lo": rep.intervals["FID"][0],
            "FID hi": rep.intervals["FID"][1], "floor": fl.fid}
-    if sampled:
-        vs = vs_floor[name, rep.n] = against_floor(rep, fl)
+    if (name, rep.n) in vs_floor:
+        vs = vs_floor[name, rep.n]
         out |= {"excess over floor": vs.excess.value, "excess over floor lo": vs.excess.lo,
                 "excess over floor hi": vs.excess.hi, "ratio to floor": vs.ratio.value,
                 "ratio to floor lo": vs.ratio.lo, "ratio to floor hi": vs.ratio.hi}
@@ -240,10 +245,8 @@ def confirm_row(name: str, rep, fl, sampled: bool = True) -> dict:
     return out | {share: rep.confident_share, f"{share} lo": s_lo, f"{share} hi": s_hi}
 
 
-vs_floor = {}  # (sampler, N) -> its reading against the floor at that N
-conf_rows = [confirm_row(spec.name, reports[spec.name], floor) for spec in conf_specs]
-conf_rows += [confirm_row(spec.name, confirm[spec.name], floor_n) for spec in conf_specs]
-conf_rows += [confirm_row("real test vs real train (floor)", fl, fl, sampled=False) for fl in (floor, floor_n)]
+floor_name = "real test vs real train (floor)"
+conf_rows = [confirm_row(*m) for m in measured] + [confirm_row(floor_name, fl, fl) for fl in (floor, floor_n)]
 confirm_table = pd.DataFrame(conf_rows)
 atomic_write_text(ch.art / "confirm.csv", confirm_table.to_csv(index=False))
 
