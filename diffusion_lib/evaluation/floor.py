@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .quality import QualityReport
+from .quality import QualityReport, normal_interval
 
 __all__ = ["AgainstFloor", "Interval", "against_floor", "ratio_growth", "wilson", "z_value"]
 
@@ -79,13 +79,11 @@ def against_floor(report: QualityReport, floor: QualityReport, level: float = 0.
     a, b = report.replicates["FID"].double(), floor.replicates["FID"].double()
     if a.shape != b.shape:
         raise ValueError("the report and the floor must come from the same meter (paired bootstrap replicates)")
-    z = z_value(level)
     excess = report.fid - floor.fid
-    ex_half = z * float((a - b).std())
-    log_ratio = math.log(report.fid / floor.fid)
-    se = float(torch.log(a.clamp(min=1e-12) / b.clamp(min=1e-12)).std())
-    return AgainstFloor(report.n, report.fid, floor.fid, Interval(excess, excess - ex_half, excess + ex_half),
-                        Interval(math.exp(log_ratio), math.exp(log_ratio - z * se), math.exp(log_ratio + z * se)), se)
+    log_ratio, log_reps = math.log(report.fid / floor.fid), torch.log(a.clamp(min=1e-12) / b.clamp(min=1e-12))
+    log_lo, log_hi = normal_interval(log_ratio, log_reps, level)
+    return AgainstFloor(report.n, report.fid, floor.fid, Interval(excess, *normal_interval(excess, a - b, level)),
+                        Interval(math.exp(log_ratio), math.exp(log_lo), math.exp(log_hi)), float(log_reps.std()))
 
 
 def ratio_growth(small: AgainstFloor, large: AgainstFloor, level: float = 0.95) -> Interval:
