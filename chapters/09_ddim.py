@@ -308,37 +308,44 @@ if best_name != base_name:
 # ## Where the steps go
 #
 # A sampler with $S$ steps chooses which $S$ of the $T$ noise levels it visits.
-# The grid spaces them evenly in $t$. Song et al. spaced them quadratically for
-# CIFAR-10, densely near $t = 0$, where the fine detail is decided; *trailing*
-# spacing starts exactly at $t = T - 1$ and leaves the widest stride to the
-# final jump to $x_0$; Lu et al. space DPM-Solver's steps evenly in log-SNR,
-# which on the linear schedule also crowds them towards $t = 0$. The sampler
-# chosen above is run with each spacing at the larger N, from the same noise and
-# against the same real digits, so each difference from the grid's spacing is
-# paired.
+# The grid spaces them evenly in $t$, from $t = T - 1$ down to $t = 0$. Song et
+# al. [-@song2021ddim] spaced them quadratically for CIFAR-10, densely near
+# $t = 0$, where the fine detail is decided; *trailing* spacing takes equal
+# strides of $T/S$ down from $t = T - 1$, so its last network evaluation is at
+# $t = T/S - 1$ and the lowest noise levels are never visited; Lu et al.
+# [-@lu2022dpmpp] space DPM-Solver's steps evenly in log-SNR. The grid's best
+# eta at its step count is run with each spacing at the larger N, from the same
+# noise and against the same real digits as above, so each difference from the
+# grid's spacing is paired (@fig-ddim-spacing).
 
 # %%
+others = [sp for sp in dict.fromkeys(confirm_spacings) if sp != spacing]
+if not others:
+    raise ValueError(f"confirm_spacings must name a step spacing other than the grid's ({spacing!r}), "
+                     f"got {confirm_spacings}")
 spaced = {spacing: confirm[best_name]}
-for sp in dict.fromkeys(confirm_spacings):
-    if sp != spacing:
-        spec = SamplerSpec("ddim", conf_steps, eta=best_eta, spacing=sp)
-        spaced[sp] = meter_n.measure(generate(fast, schedule, spec, n_confirm, seed=confirm_seed,
-                                              batch_size=batch_size)[0])
+for sp in others:
+    spec = SamplerSpec("ddim", conf_steps, eta=best_eta, spacing=sp)
+    spaced[sp] = meter_n.measure(generate(fast, schedule, spec, n_confirm, seed=confirm_seed,
+                                          batch_size=batch_size)[0])
 visited = {sp: timestep_sequence(T, conf_steps, sp, log_snr=schedule.log_snr.cpu()) for sp in spaced}
-vs_spacing = {sp: Difference(f"{sp} spacing", f"{spacing} spacing", *meter_n.difference(rep, spaced[spacing]))
-              for sp, rep in spaced.items() if sp != spacing}
+vs_spacing = {sp: Difference(f"{sp} spacing", f"{spacing} spacing", *meter_n.difference(spaced[sp], spaced[spacing]))
+              for sp in others}
+nan = float("nan")  # the grid's own spacing has no difference from itself
 spacing_table = pd.DataFrame([
     {"spacing": sp, "N": rep.n, "FID": rep.fid, "FID lo": rep.intervals["FID"][0], "FID hi": rep.intervals["FID"][1],
-     f"minus {spacing}": vs_spacing[sp].diff if sp in vs_spacing else 0.0,
-     f"minus {spacing} lo": vs_spacing[sp].lo if sp in vs_spacing else 0.0,
-     f"minus {spacing} hi": vs_spacing[sp].hi if sp in vs_spacing else 0.0,
-     share: rep.confident_share, "steps below t = T/10": sum(t < T / 10 for t in visited[sp])}
+     f"minus {spacing}": vs_spacing[sp].diff if sp in vs_spacing else nan,
+     f"minus {spacing} lo": vs_spacing[sp].lo if sp in vs_spacing else nan,
+     f"minus {spacing} hi": vs_spacing[sp].hi if sp in vs_spacing else nan,
+     share: rep.confident_share, f"{share} lo": wilson(rep.confident_share, rep.n)[0],
+     f"{share} hi": wilson(rep.confident_share, rep.n)[1], "steps below t = T/10": sum(t < T / 10 for t in visited[sp]),
+     "lowest t visited": min(visited[sp])}
     for sp, rep in spaced.items()])
 atomic_write_text(ch.art / "spacing.csv", spacing_table.to_csv(index=False))
 
 # %%
 #| label: fig-ddim-spacing
-#| fig-cap: "Left: the timesteps each spacing visits (one tick per network evaluation). Right: FID-MNIST of the chosen DDIM sampler with each spacing at the larger N, from the same noise, with 95% bootstrap intervals; the dashed line is the real-vs-real floor at that N."
+#| fig-cap: "Left: the timesteps each spacing visits (one tick per network evaluation). Right: FID-MNIST of the grid's best DDIM sampler with each spacing at the larger N, from the same noise, with 95% bootstrap intervals; the dashed line is the real-vs-real floor at that N."
 fig, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.55 * len(spaced)), sharey=True,
                          gridspec_kw={"width_ratios": [1.4, 1]})
 names = list(spaced)
@@ -357,18 +364,20 @@ plt.tight_layout()
 plt.show()
 
 # %%
-if vs_spacing:
-    better = [d for d in vs_spacing.values() if d.real and d.diff < 0]
-    display(Markdown(
-        f"Against the grid's {spacing} spacing, for {best_name} on fresh noise at N = {n_confirm}: "
-        + "; ".join(verdict(d, "FID-MNIST", what="at this N") for d in vs_spacing.values()) + ". "
-        + (f"{' and '.join(d.a for d in better)} would be the better default here; the grid above keeps "
-           f"{spacing} spacing, so its rows stay comparable with each other." if better else
-           f"None beats {spacing} spacing beyond the noise of this N, so the grid's choice costs nothing measurable "
-           "here.")
-        + " The share read with confidence above " + f"{CONFIDENT:g}: "
-        + ", ".join(f"{sp} {rep.confident_share:.1%}" for sp, rep in spaced.items()) + "."
-    ))
+better = [d.a for d in vs_spacing.values() if d.real and d.diff < 0]
+low = spacing_table.set_index("spacing")["steps below t = T/10"]
+display(Markdown(
+    f"Of the {conf_steps} steps, "
+    + ", ".join(f"{sp} spacing puts {int(low[sp])}" for sp in spaced) + f" below t = {T // 10}. "
+    + f"Against the grid's {spacing} spacing, for {best_name} on fresh noise at N = {n_confirm}: "
+    + "; ".join(verdict(d, "FID-MNIST", what="at this N") for d in vs_spacing.values()) + ". "
+    + (f"So for this sampler and step count, {' and '.join(better)} {'does' if len(better) == 1 else 'do'} better "
+       f"than {spacing}; the grid above was measured first, with {spacing} spacing throughout." if better else
+       f"So for this sampler and step count no spacing beats {spacing} beyond the noise of this N.")
+    + f" The share of samples read with confidence above {CONFIDENT:g}: "
+    + "; ".join(f"{sp} {r[share]:.1%} [{r[f'{share} lo']:.1%}, {r[f'{share} hi']:.1%}]"
+                for sp, r in spacing_table.set_index("spacing").iterrows()) + " (Wilson intervals)."
+))
 
 # %% [markdown]
 # ## The same starting noise, different step counts

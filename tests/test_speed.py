@@ -128,6 +128,7 @@ def test_frozen_bf16_freezes_even_after_compiled_bf16_compiled_the_same_module()
     from diffusion_lib.nets.concat_unet import DiffusionModel
     from diffusion_lib.nets.inference import FastModel
 
+    torch._dynamo.reset()  # no graph from an earlier test: this one compiles compiled-bf16 first, on purpose
     torch.manual_seed(0)
     m = DiffusionModel(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, time_dim=8, attention=True).eval()
     for p in m.out_conv.parameters():
