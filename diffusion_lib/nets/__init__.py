@@ -6,7 +6,6 @@
 - ``additive_unet``: ``ColorUNet``, CIFAR-10, a time MLP added in every block (Ho et al.);
 - ``registry``: which class a stored config builds; model files; fingerprints;
 - ``summary``: a network described block by block;
-- ``inference``: the sampling backends (eager, bf16, compiled bf16, frozen bf16, ONNX Runtime) behind
-  ``model(x_t, t)``;
+- ``inference``: the sampling backends (eager, bf16, compiled bf16, ONNX Runtime) behind ``model(x_t, t)``;
 - ``onnx``: export to ONNX, and an exported file run by ONNX Runtime.
 """

@@ -49,22 +49,6 @@ def bf16_native(device: torch.device) -> bool:
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
-def _own_entry(model: UNet) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``model`` called through a function of its own, for frozen-bf16.
-
-    Dynamo caches compiled graphs per code object and guards them on the module, not on Inductor's config, so
-    compiling the module itself would find the graph compiled-bf16 left for it (unfrozen) and run that. This
-    function's code has a cache of its own: the frozen graph compiles once per module and batch size, and
-    compiled-bf16 and frozen-bf16 of one module coexist in a process. (``torch.compile(options={"freezing": True})``
-    is no way round it in torch 2.14: measured, its graph is not frozen.)
-    """
-
-    def forward(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return model(x, t)
-
-    return forward
-
-
 class FastModel:
     """``model(x_t, t) -> eps`` (float32) through a backend; exposes the network's ``config`` like the network."""
 
@@ -85,10 +69,8 @@ class FastModel:
         self._run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         if backend == "onnxruntime":
             self._run = self._onnx(model)
-        elif backend == "compiled-bf16":
+        elif backend in ("compiled-bf16", "frozen-bf16"):
             self._run = torch.compile(model, dynamic=False)
-        elif backend == "frozen-bf16":
-            self._run = torch.compile(_own_entry(model), dynamic=False)
         else:
             self._run = model
 
