@@ -337,13 +337,11 @@ vs_spacing = {sp: Difference(f"{sp} spacing", f"{spacing} spacing", *meter_n.dif
               for sp in others}
 nan = float("nan")  # the grid's own spacing has no difference from itself
 spacing_table = pd.DataFrame([
-    {"spacing": sp, "N": rep.n, "FID": rep.fid, "FID lo": rep.intervals["FID"][0], "FID hi": rep.intervals["FID"][1],
+    {"spacing": sp, **confirm_row(f"{best_name}, {sp} spacing", rep, floor_n),
      f"minus {spacing}": vs_spacing[sp].diff if sp in vs_spacing else nan,
      f"minus {spacing} lo": vs_spacing[sp].lo if sp in vs_spacing else nan,
      f"minus {spacing} hi": vs_spacing[sp].hi if sp in vs_spacing else nan,
-     share: rep.confident_share, f"{share} lo": wilson(rep.confident_share, rep.n)[0],
-     f"{share} hi": wilson(rep.confident_share, rep.n)[1], "steps below t = T/10": sum(t < T / 10 for t in visited[sp]),
-     "lowest t visited": min(visited[sp])}
+     "steps below t = T/10": sum(t < T / 10 for t in visited[sp]), "lowest t visited": min(visited[sp])}
     for sp, rep in spaced.items()])
 atomic_write_text(ch.art / "spacing.csv", spacing_table.to_csv(index=False))
 
