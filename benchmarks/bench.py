@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import platform
 import statistics
@@ -43,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmarks.spawn import run_worker
 from diffusion_lib.core.devices import cpu_has_native_bf16, device_name, median_seconds, resolve_device
 from diffusion_lib.core.files import atomic_write_text, replace_marked_section
 from diffusion_lib.core.paths import project_root
@@ -201,15 +201,7 @@ def _worker(kind: str, cfg_path: str, batch: int, iters: int, device_name: str, 
 
 
 def _run_worker(kind: str, cfg_path: str, batch: int, iters: int, device: str, options: dict) -> dict:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_worker, args=(kind, cfg_path, batch, iters, device, options, q))
-    p.start()
-    res = q.get(timeout=3600)
-    p.join()
-    if "error" in res:
-        raise RuntimeError(f"benchmark worker for {kind} failed: {res['error']}")
-    return res
+    return run_worker(_worker, (kind, cfg_path, batch, iters, device, options), f"benchmark worker for {kind}")
 
 
 def _bf16_matmul_tflops(device: torch.device) -> float | None:

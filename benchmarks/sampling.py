@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 
 from benchmarks.bench import matched_diffusers
+from benchmarks.spawn import run_worker
 from diffusion_lib.core.devices import device_name, median_seconds, resolve_device
 from diffusion_lib.core.files import atomic_write_text, replace_marked_section
 from diffusion_lib.core.paths import project_root, resolve
@@ -85,15 +85,8 @@ def _speed_worker(kind: str, backend: str, model_path: str, batch: int, device_s
 
 
 def _run(kind: str, backend: str, model_path: str, batch: int, device: str) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_speed_worker, args=(kind, backend, model_path, batch, device, q))
-    p.start()
-    res = q.get(timeout=3600)
-    p.join()
-    if "error" in res:
-        raise RuntimeError(f"sampling benchmark worker {kind}/{backend} failed: {res['error']}")
-    return res
+    return run_worker(_speed_worker, (kind, backend, model_path, batch, device),
+                      f"sampling benchmark worker {kind}/{backend}")
 
 
 def speed(model_path: str, batch: int, rounds: int, device: torch.device) -> list[dict[str, Any]]:
