@@ -119,7 +119,7 @@ def _worker(kind: str, backend: str, model_path: str, batch: int, calls: int, de
             wall_ms = (time.perf_counter() - t0) * 1000
         events = [(e.key, e.self_cpu_time_total / 1000, e.count) for e in prof.key_averages() if e.self_cpu_time_total > 0]
         out.put({"kind": kind, "backend": fast.name, "params": sum(p.numel() for p in net.parameters()),
-                   "step_img_s": batch / step_s, "step_ms": step_s * 1000, **breakdown(events, calls, wall_ms)})
+                 "step_img_s": batch / step_s, "step_ms": step_s * 1000, **breakdown(events, calls, wall_ms)})
     except Exception as exc:  # report, don't hang the parent
         out.put({"kind": kind, "backend": backend, "error": f"{type(exc).__name__}: {exc}"})
 
@@ -184,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: the benchmark compares against diffusers: pip install -e .[bench]", file=sys.stderr)
         return 2
     print(f"kernel breakdown on {device_name(device)}, backend {args.backend}, batch {args.batch}", flush=True)
-    rows = {kind: measure(kind, args.backend, str(model_path), args.batch, args.calls, str(device))
-            for kind in ("project", "diffusers")}
+    try:
+        rows = {kind: measure(kind, args.backend, str(model_path), args.batch, args.calls, str(device))
+                for kind in ("project", "diffusers")}
+    except RuntimeError as exc:  # a model that does not load, a worker that died: nothing is written
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     summary = {"device": device_name(device), "backend": rows["project"]["backend"], "batch": args.batch,
                "calls": args.calls, "torch": torch.__version__, "model": args.model, **rows}
     atomic_write_text(resolve(args.out) / "cpu_kernels.json", json.dumps(summary, indent=2) + "\n")

@@ -109,6 +109,11 @@ def test_kernel_benchmark_runs_end_to_end_and_refuses_bad_input(tmp_path, capsys
                 ["--model", model, "--batch", "0"], ["--model", model, "--device", "cuda"]):
         assert main([*bad, "--out", str(tmp_path)]) == 2, bad
     assert capsys.readouterr().err.count("error: ") == 4
+    before = (tmp_path / "cpu_kernels.json").read_bytes()
+    (tmp_path / "corrupt.pt").write_bytes(b"not a model")
+    assert main(["--model", str(tmp_path / "corrupt.pt"), "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith("error: kernel benchmark worker project/frozen-bf16 failed")
+    assert (tmp_path / "cpu_kernels.json").read_bytes() == before  # the last good result is kept
 
 
 def test_a_worker_that_dies_without_a_result_is_reported_not_waited_for():
