@@ -56,6 +56,11 @@ _FRAME_NAMES = {"aten::empty", "aten::empty_strided", "aten::resize_", "aten::to
 _MATMUL = ("bmm", "::mm", "addmm", "linear", "matmul", "scaled_dot_product", "attention")
 
 
+def _generated(name: str) -> bool:
+    """Whether a profiler record is a kernel Inductor generated (C++ on a CPU, Triton on a GPU)."""
+    return "cpp_fused" in name or "triton_" in name
+
+
 def kernel_class(name: str) -> str:
     """Which of :data:`CLASSES` a profiler record's own time belongs to, from its name.
 
@@ -63,7 +68,7 @@ def kernel_class(name: str) -> str:
     whether it computes a GroupNorm; the names of operator calls (``mkldnn::``, ``aten::``) say what they compute.
     """
     low = name.lower()
-    if "cpp_fused" in low or "triton_" in low:
+    if _generated(low):
         return "GroupNorm kernels" if "group_norm" in low else "other kernels"
     if name in _FRAME_NAMES or name.startswith(_FRAME_PREFIXES):
         return "outside kernels"
@@ -139,7 +144,7 @@ def table(s: dict[str, Any]) -> str:
     lines.append(f"| **one step, profiled** | **{p['total_ms_per_call']:.1f}** | | **{d['total_ms_per_call']:.1f}** | |")
     lines.append(f"| one step, not profiled | {p['step_ms']:.1f} | | {d['step_ms']:.1f} | |")
     # the largest single generated kernel (a convolution row aggregates many calls)
-    own = [k for k in p["top"] if "cpp_fused" in k["name"] or "triton_" in k["name"]]
+    own = [k for k in p["top"] if _generated(k["name"])]
     largest = (f" Its largest generated kernel is `{own[0]['name']}` ({own[0]['ms_per_call']:.1f} ms, "
                f"{own[0]['records_per_call']:g} per step).") if own else ""
     lines += ["", (f"{s['device']}, backend {s['backend']}, batch {s['batch']}, {s['calls']} profiled calls, torch "
