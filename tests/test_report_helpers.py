@@ -48,6 +48,31 @@ def test_headline_is_built_from_the_results_files():
     assert "No results yet" in headline("no-such-profile")
 
 
+def test_report_tools_take_one_profile_name_and_reject_anything_else(capsys):
+    """A flag or a second argument is one error line and exit 2, with nothing written; --help prints the usage; a
+    profile whose recipe study has not run leaves the README alone."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "tools"))
+    import headline
+    import prerender
+    import recipe_readme
+
+    written = {f: (root / f).read_bytes() if (root / f).exists() else None
+               for f in ("_headline.md", "_answers.md", "README.md")}
+    for main in (headline.main, prerender.main, recipe_readme.main):
+        assert main(["--profile", "cpu"]) == 2
+        assert "expected at most one profile name" in capsys.readouterr().err
+        assert main(["cpu", "gpu"]) == 2
+        assert main(["--help"]) == 0
+        assert "profile" in capsys.readouterr().out
+    assert recipe_readme.main(["no-such-profile"]) == 2
+    assert "results/no-such-profile/05_recipe/ lacks ranking.csv and runs.csv" in capsys.readouterr().err
+    assert {f: (root / f).read_bytes() if (root / f).exists() else None for f in written} == written
+
+
 def test_tables_fold_intervals_into_one_column():
     import pandas as pd
 

@@ -152,8 +152,9 @@ def widget(profile: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    profile = args[0] if args else (os.environ.get("QUARTO_PROFILE", "").split(",")[0] or "cpu")
+    profile = headline.profile_arg(argv if argv is not None else sys.argv[1:], __doc__)
+    if isinstance(profile, int):
+        return profile
     headline.main([profile])
     headline.write_atomic(ROOT / "_answers.md", answers(profile))
     write_sources()

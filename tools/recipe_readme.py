@@ -18,9 +18,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
 from diffusion_lib.core.files import replace_marked_section  # noqa: E402
 from diffusion_lib.evaluation.comparison import Difference, verdict  # noqa: E402
+from headline import profile_arg  # noqa: E402
 
 PLAIN = {  # what each arm of params/<profile>/05_recipe.yaml changes, in a reader's words
     "wider": "a 1.5 times wider network (fewer steps in the same minutes)",
@@ -83,8 +85,14 @@ def section(profile: str, results: Path = ROOT / "results") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    profile = args[0] if args else "cpu"
+    profile = profile_arg(argv if argv is not None else sys.argv[1:], __doc__, default="cpu")
+    if isinstance(profile, int):
+        return profile
+    missing = [f for f in ("ranking.csv", "runs.csv") if not (ROOT / "results" / profile / "05_recipe" / f).is_file()]
+    if missing:
+        print(f"error: results/{profile}/05_recipe/ lacks {' and '.join(missing)}: execute chapter 05 of profile "
+              f"{profile!r} first (tools/run_chapters.py --profile {profile}); README.md is unchanged", file=sys.stderr)
+        return 2
     replace_marked_section(ROOT / "README.md", "recipe", section(profile))
     print(f"README recipe section written from results/{profile}/05_recipe/")
     return 0
