@@ -3,7 +3,8 @@
     python -m benchmarks.sampling [--model results/cpu/03_train/model_ema.pt] [--batch 100] [--rounds 2]
                                   [--n-quality 400] [--out results/bench] [--readme] [--quality-only | --reuse-speed]
 
-In one run, on one device, it prints and saves (``results/bench/<device>_sampling.json``):
+In one run, on one device, it prints and saves (``results/bench/<device>_sampling.json``, where the device is
+``cpu``, ``cpu-no-bf16`` for a CPU without native bf16, or ``cuda``):
 
 - **speed**, per backend (``diffusion_lib.nets.inference``): one denoising step
   (images/s), a full DDIM-50 run (images/s), and DDPM-1000 per image, for the
@@ -36,7 +37,7 @@ import torch
 
 from benchmarks.bench import matched_diffusers
 from benchmarks.spawn import run_worker
-from diffusion_lib.core.devices import device_name, median_seconds, resolve_device
+from diffusion_lib.core.devices import cpu_has_native_bf16, device_name, median_seconds, resolve_device
 from diffusion_lib.core.files import atomic_write_text, replace_marked_section
 from diffusion_lib.core.paths import project_root, resolve
 from diffusion_lib.data.datasets import random_subset
@@ -48,7 +49,20 @@ from diffusion_lib.evaluation.quality import QualityMeter
 from diffusion_lib.nets.inference import BACKENDS, FastModel
 from diffusion_lib.nets.registry import load_model
 
-__all__ = ["main"]
+__all__ = ["main", "destination"]
+
+
+def destination(device: torch.device, native_bf16: bool | None = None) -> tuple[str, str]:
+    """Where a run's results go: the tag of its JSON file and its README section.
+
+    A CPU without native bf16 runs the bf16 backends in float32 (their fallbacks): another table than a bf16
+    CPU's, so it is saved and shown apart (``cpu-no-bf16``, section ``sampling-no-bf16``) and never replaces the
+    reference table.
+    """
+    if device.type == "cuda":
+        return "cuda", "sampling"
+    native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
+    return ("cpu", "sampling") if native else ("cpu-no-bf16", "sampling-no-bf16")
 
 
 def _network(kind: str, model_path: str, device: torch.device):
@@ -159,11 +173,14 @@ def readme_table(s: dict[str, Any]) -> str:
         qual = q.get(r["requested"]) if r["kind"] == "project" else None
         qtext = (f"{qual['fid']:.2f} [{qual['fid_low']:.2f}, {qual['fid_high']:.2f}]"
                  + (" kept" if qual["kept"] else " **not kept**")) if qual else ""
-        lines.append(f"| {r['backend']} | {r['kind']} | {r['step_img_s']:,.0f} | {r['ddim50_img_s']:,.1f} | "
+        label = r["backend"] if r["backend"] == r["requested"] else f"{r['requested']} (ran as {r['backend']})"
+        lines.append(f"| {label} | {r['kind']} | {r['step_img_s']:,.0f} | {r['ddim50_img_s']:,.1f} | "
                      f"{r['ddpm1000_s_per_image'] * 1000:,.0f} | {qtext} |")
     best = s["best"]
+    ran = next(r["backend"] for r in s["speed"] if r["kind"] == "project" and r["requested"] == best["backend"])
+    named = best["backend"] if ran == best["backend"] else f"{best['backend']} (ran as {ran}: no native bf16)"
     lines += ["", f"{s['device']}, batch {s['batch']}, medians of {s['rounds']} alternating rounds, torch {s['torch']}. "
-              f"Fastest backend that keeps quality: **{best['backend']}**. Against diffusers as shipped (eager "
+              f"Fastest backend that keeps quality: **{named}**. Against diffusers as shipped (eager "
               f"float32) it samples {best['step_ratio_vs_shipped']:.2f}x faster per step and "
               f"{best['ddim50_ratio_vs_shipped']:.2f}x for DDIM-50; against diffusers given the same backend, "
               f"{best['step_ratio_same_backend']:.2f}x and {best['ddim50_ratio_same_backend']:.2f}x. DDPM-1000 costs "
@@ -189,8 +206,8 @@ def summarize(speed_rows, quality_rows, device, batch, rounds) -> dict[str, Any]
                      "ddpm1000_ms_eager": 1000 * proj["eager"]["ddpm1000_s_per_image"]}}
 
 
-def update_readme(summary: dict[str, Any]) -> None:
-    replace_marked_section(project_root() / "README.md", "sampling", readme_table(summary))
+def update_readme(summary: dict[str, Any], section: str = "sampling") -> None:
+    replace_marked_section(project_root() / "README.md", section, readme_table(summary))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     model_path = str(resolve(args.model))
-    out, tag = resolve(args.out), ("cuda" if device.type == "cuda" else "cpu")
+    out, (tag, section) = resolve(args.out), destination(device)
     if args.quality_only:
         print(f"sampling quality gate for {args.model} on {device_name(device)}", flush=True)
         rows = quality(model_path, args.n_quality, device)
@@ -219,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + quality_table(summary))
         if args.readme:
             try:
-                replace_marked_section(project_root() / "README.md", f"sampling-{rows[0]['dataset']}",
+                replace_marked_section(project_root() / "README.md", f"{section}-{rows[0]['dataset']}",
                                        quality_table(summary))
             except ValueError as exc:
                 print(f"error: {exc}; the table above was not written into the README", file=sys.stderr)
@@ -247,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / f"{tag}_sampling.json", json.dumps(summary, indent=2) + "\n")
     print("\n" + readme_table(summary))
     if args.readme:
-        update_readme(summary)
+        try:
+            update_readme(summary, section)
+        except ValueError as exc:
+            print(f"error: {exc}; the table above was not written into the README (it is in {out})", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -126,3 +126,51 @@ def test_a_worker_that_dies_without_a_result_is_reported_not_waited_for():
     with pytest.raises(RuntimeError, match=r"probe died \(exit code 1\) without a result"):
         run_worker(os._exit, (), "probe", poll_s=0.5)  # os._exit(queue) raises TypeError in the child
     assert time.perf_counter() - t0 < 60
+
+
+def test_a_cpu_without_native_bf16_saves_its_sampling_run_apart_from_the_reference_table():
+    """Its bf16 backends ran in float32: another table, which must never replace the bf16 CPU's."""
+    import torch
+
+    from benchmarks.sampling import destination
+
+    assert destination(torch.device("cpu"), native_bf16=True) == ("cpu", "sampling")
+    assert destination(torch.device("cpu"), native_bf16=False) == ("cpu-no-bf16", "sampling-no-bf16")
+    assert destination(torch.device("cuda"), native_bf16=False) == ("cuda", "sampling")
+    import json
+
+    from benchmarks.sampling import readme_table
+    from diffusion_lib.core.paths import project_root
+
+    readme = (project_root() / "README.md").read_text()
+    for tag, section in (("cpu", "sampling"), ("cpu-no-bf16", "sampling-no-bf16")):
+        shown = readme.split(f"<!-- {section}:start -->\n", 1)[1].split(f"\n<!-- {section}:end -->", 1)[0]
+        saved = project_root() / "results" / "bench" / f"{tag}_sampling.json"
+        assert shown == readme_table(json.loads(saved.read_text())), f"README's {section} table is not {saved.name}'s"
+
+
+def test_the_sampling_table_names_the_backend_that_actually_ran():
+    """Without native bf16 'frozen-bf16' runs as frozen-fp32: the sentence under the table must say so."""
+    import torch
+
+    from benchmarks.sampling import readme_table, summarize
+
+    def speed(kind, requested, ran, step):
+        return {"kind": kind, "backend": ran, "requested": requested, "step_img_s": step,
+                "ddim50_img_s": step / 50, "ddpm1000_s_per_image": 1000 / step}
+
+    def gate(requested, ran):
+        return {"backend": ran, "requested": requested, "dataset": "mnist", "N": 400, "fid": 4.0,
+                "fid_low": 3.0, "fid_high": 5.0, "kept": True}
+
+    rows = [speed("project", "eager", "eager", 200.0), speed("diffusers", "eager", "eager", 250.0),
+            speed("project", "frozen-bf16", "frozen-fp32", 300.0),
+            speed("diffusers", "frozen-bf16", "frozen-fp32", 320.0)]
+    s = summarize(rows, [gate("eager", "eager"), gate("frozen-bf16", "frozen-fp32")], torch.device("cpu"), 100, 2)
+    text = readme_table(s)
+    assert "**frozen-bf16 (ran as frozen-fp32: no native bf16)**" in text
+    assert "| frozen-bf16 (ran as frozen-fp32) | project | 300 |" in text and "| eager | project | 200 |" in text
+    assert "1.20x faster per step" in text and "0.94x and 0.94x" in text
+    native = summarize([{**r, "backend": r["requested"]} for r in rows],
+                       [gate("eager", "eager"), gate("frozen-bf16", "frozen-bf16")], torch.device("cpu"), 100, 2)
+    assert "**frozen-bf16**. Against" in readme_table(native)
