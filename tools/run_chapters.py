@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import logging
 import os
 import signal
 import sys
@@ -68,6 +69,25 @@ def kernel_manager_logging_to(log: Path) -> type:
                 fh.close()
 
     return LoggedKernelManager
+
+
+class _DeadKernelTasks(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" report of a cell task that ended in ``DeadKernelError``.
+
+    On Ctrl-C or SIGTERM the kernel is shut down under a cell that is still running; nbclient's polling task for
+    that cell then fails with ``DeadKernelError`` and, since nobody awaits it any more, asyncio prints its
+    traceback when it is collected, after the runner has already said in one line what happened. A kernel that dies
+    on its own is reported by papermill's exception, which the runner prints as one line too.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and type(exc).__name__ == "DeadKernelError")
+
+
+def quiet_dead_kernel_tasks() -> None:
+    """Install :class:`_DeadKernelTasks` on asyncio's logger (the one its default exception handler writes to)."""
+    logging.getLogger("asyncio").addFilter(_DeadKernelTasks())
 
 
 def in_sync(nb_path: Path) -> bool:
@@ -223,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    quiet_dead_kernel_tasks()
     return run(args.profile, args.only, Path(args.results_root).resolve(), extra)
 
 
