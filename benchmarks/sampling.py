@@ -4,7 +4,8 @@
                                   [--n-quality 400] [--out results/bench] [--readme] [--quality-only | --reuse-speed]
 
 In one run, on one device, it prints and saves (``results/bench/<device>_sampling.json``, where the device is
-``cpu``, ``cpu-no-bf16`` for a CPU without native bf16, or ``cuda``):
+``cpu``, ``cpu-no-bf16`` for a CPU without native bf16, or ``cuda``; ``--readme`` writes the README section
+``sampling``, ``sampling-no-bf16`` or ``sampling-cuda``: see ``destination``):
 
 - **speed**, per backend (``diffusion_lib.nets.inference``): one denoising step
   (images/s), a full DDIM-50 run (images/s), and DDPM-1000 per image, for the
@@ -55,12 +56,13 @@ __all__ = ["main", "destination"]
 def destination(device: torch.device, native_bf16: bool | None = None) -> tuple[str, str]:
     """Where a run's results go: the tag of its JSON file and its README section.
 
-    A CPU without native bf16 runs the bf16 backends in float32 (their fallbacks): another table than a bf16
-    CPU's, so it is saved and shown apart (``cpu-no-bf16``, section ``sampling-no-bf16``) and never replaces the
-    reference table.
+    The README's ``sampling`` section is the reference: a CPU with native bf16, the machine of the committed cpu
+    chapters. A CPU without it runs the bf16 backends in float32 (their fallbacks) and a GPU is another device, so
+    each is saved and shown apart (``cpu-no-bf16`` / ``sampling-no-bf16``, ``cuda`` / ``sampling-cuda``) and never
+    replaces the reference table.
     """
     if device.type == "cuda":
-        return "cuda", "sampling"
+        return "cuda", "sampling-cuda"
     native = cpu_has_native_bf16() if native_bf16 is None else native_bf16
     return ("cpu", "sampling") if native else ("cpu-no-bf16", "sampling-no-bf16")
 
@@ -153,13 +155,33 @@ def quality(model_path: str, n: int, device: torch.device, data_root: str = "dat
     return rows
 
 
+def _label(row: dict[str, Any]) -> str:
+    """A row's backend, with the one that actually ran where it fell back (no native bf16)."""
+    return row["backend"] if row["backend"] == row["requested"] else f"{row['requested']} (ran as {row['backend']})"
+
+
+def _spread(rows: list[dict[str, Any]]) -> str:
+    """Where a fallback repeats eager's code, how far the two measurements of that code lie apart (the run's noise)."""
+    eager = {r["kind"]: r for r in rows if r["requested"] == "eager"}
+    gaps = [abs(r[k] / eager[r["kind"]][k] - 1) for r in rows if r["requested"] != "eager" and r["backend"] == "eager"
+            for k in ("step_img_s", "ddim50_img_s")]
+    if not gaps:
+        return ""
+    return (f" The rows that ran as eager repeat the eager rows' code: they differ from them by up to "
+            f"{100 * max(gaps):.0f}%, this run's noise, so ratios closer to 1 than that say no more than 'the same'.")
+
+
+def _times(ratio: float) -> str:
+    return f"{ratio:.2f}x" + (" (slower)" if ratio < 1 else "")
+
+
 def quality_table(s: dict[str, Any]) -> str:
     """The quality gate alone (``--quality-only``), for a model other than the benchmark's MNIST one."""
     rows = s["quality"]
     lines = [f"| backend | FID ({rows[0]['dataset']} classifier), DDIM-50 [95% interval] | ms/image, DDIM-50 |",
              "| --- | --- | ---: |"]
     for r in rows:
-        lines.append(f"| {r['backend']} | {r['fid']:.2f} [{r['fid_low']:.2f}, {r['fid_high']:.2f}]"
+        lines.append(f"| {_label(r)} | {r['fid']:.2f} [{r['fid_low']:.2f}, {r['fid_high']:.2f}]"
                      + (" kept" if r["kept"] else " **not kept**") + f" | {r['s_per_image'] * 1000:,.0f} |")
     lines += ["", f"{s['model']} on {s['device']}, N = {rows[0]['N']}, batch 100, torch {s['torch']}."]
     return "\n".join(lines)
@@ -173,19 +195,18 @@ def readme_table(s: dict[str, Any]) -> str:
         qual = q.get(r["requested"]) if r["kind"] == "project" else None
         qtext = (f"{qual['fid']:.2f} [{qual['fid_low']:.2f}, {qual['fid_high']:.2f}]"
                  + (" kept" if qual["kept"] else " **not kept**")) if qual else ""
-        label = r["backend"] if r["backend"] == r["requested"] else f"{r['requested']} (ran as {r['backend']})"
-        lines.append(f"| {label} | {r['kind']} | {r['step_img_s']:,.0f} | {r['ddim50_img_s']:,.1f} | "
+        lines.append(f"| {_label(r)} | {r['kind']} | {r['step_img_s']:,.0f} | {r['ddim50_img_s']:,.1f} | "
                      f"{r['ddpm1000_s_per_image'] * 1000:,.0f} | {qtext} |")
     best = s["best"]
-    ran = next(r["backend"] for r in s["speed"] if r["kind"] == "project" and r["requested"] == best["backend"])
-    named = best["backend"] if ran == best["backend"] else f"{best['backend']} (ran as {ran}: no native bf16)"
+    ran = next(r for r in s["speed"] if r["kind"] == "project" and r["requested"] == best["backend"])
+    why = "" if ran["backend"] == ran["requested"] else ", for want of native bf16"
     lines += ["", f"{s['device']}, batch {s['batch']}, medians of {s['rounds']} alternating rounds, torch {s['torch']}. "
-              f"Fastest backend that keeps quality: **{named}**. Against diffusers as shipped (eager "
-              f"float32) it samples {best['step_ratio_vs_shipped']:.2f}x faster per step and "
-              f"{best['ddim50_ratio_vs_shipped']:.2f}x for DDIM-50; against diffusers given the same backend, "
-              f"{best['step_ratio_same_backend']:.2f}x and {best['ddim50_ratio_same_backend']:.2f}x. DDPM-1000 costs "
-              f"{best['ddpm1000_ms']:,.0f} ms per image with it, against {best['ddpm1000_ms_eager']:,.0f} ms in eager "
-              "float32 (timed over 100 steps and scaled)."]
+              f"Fastest backend (by DDIM-50 img/s) that keeps quality: **{_label(ran)}**{why}. Its throughput against diffusers "
+              f"as shipped (eager float32): {_times(best['step_ratio_vs_shipped'])} per step and "
+              f"{_times(best['ddim50_ratio_vs_shipped'])} for DDIM-50; against diffusers given the same backend, "
+              f"{_times(best['step_ratio_same_backend'])} and {_times(best['ddim50_ratio_same_backend'])}. DDPM-1000 "
+              f"costs {best['ddpm1000_ms']:,.0f} ms per image with it, against {best['ddpm1000_ms_eager']:,.0f} ms "
+              "in eager float32 (timed over 100 steps and scaled)." + _spread(s["speed"])]
     return "\n".join(lines)
 
 
@@ -239,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                 replace_marked_section(project_root() / "README.md", f"{section}-{rows[0]['dataset']}",
                                        quality_table(summary))
             except ValueError as exc:
-                print(f"error: {exc}; the table above was not written into the README", file=sys.stderr)
+                print(f"error: {exc}; the table above was not written into the README (it is in {out})",
+                      file=sys.stderr)
                 return 2
         return 0
     try:

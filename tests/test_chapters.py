@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +237,19 @@ def test_a_dead_kernel_task_nobody_awaits_prints_no_traceback_from_the_runner(qu
     assert r.returncode == 0, r.stderr
     assert ("DeadKernelError" in r.stderr) is not quiet, r.stderr
     assert "ValueError: kept" in r.stderr  # other asyncio reports still reach the terminal
+
+
+def test_the_runner_installs_the_dead_kernel_filter(tmp_path):
+    import logging
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import run_chapters
+
+    log = logging.getLogger("asyncio")
+    before = list(log.filters)
+    try:
+        assert run_chapters.main(["--profile", "quick", "--results-root", str(tmp_path), "--only", "99_nothing"]) == 2
+        assert any(isinstance(f, run_chapters._DeadKernelTasks) for f in log.filters)
+    finally:
+        log.filters[:] = before
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -82,7 +82,8 @@ class _DeadKernelTasks(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (exc is not None and type(exc).__name__ == "DeadKernelError")
+        return not (type(exc).__name__ == "DeadKernelError"
+                    and record.getMessage().startswith("Task exception was never retrieved"))
 
 
 def quiet_dead_kernel_tasks() -> None:
