@@ -201,8 +201,8 @@ def readme_table(s: dict[str, Any]) -> str:
     ran = next(r for r in s["speed"] if r["kind"] == "project" and r["requested"] == best["backend"])
     why = "" if ran["backend"] == ran["requested"] else ", for want of native bf16"
     lines += ["", f"{s['device']}, batch {s['batch']}, medians of {s['rounds']} alternating rounds, torch {s['torch']}. "
-              f"Fastest backend (by DDIM-50 img/s) that keeps quality: **{_label(ran)}**{why}. Its throughput against diffusers "
-              f"as shipped (eager float32): {_times(best['step_ratio_vs_shipped'])} per step and "
+              f"Fastest backend (by DDIM-50 img/s) that keeps quality: **{_label(ran)}**{why}. Its throughput "
+              f"against diffusers as shipped (eager float32): {_times(best['step_ratio_vs_shipped'])} per step and "
               f"{_times(best['ddim50_ratio_vs_shipped'])} for DDIM-50; against diffusers given the same backend, "
               f"{_times(best['step_ratio_same_backend'])} and {_times(best['ddim50_ratio_same_backend'])}. DDPM-1000 "
               f"costs {best['ddpm1000_ms']:,.0f} ms per image with it, against {best['ddpm1000_ms_eager']:,.0f} ms "
