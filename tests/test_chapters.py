@@ -246,10 +246,10 @@ def test_the_runner_installs_the_dead_kernel_filter(tmp_path):
     import run_chapters
 
     log = logging.getLogger("asyncio")
-    before = list(log.filters)
+    before, handler = list(log.filters), signal.getsignal(signal.SIGTERM)
     try:
         assert run_chapters.main(["--profile", "quick", "--results-root", str(tmp_path), "--only", "99_nothing"]) == 2
         assert any(isinstance(f, run_chapters._DeadKernelTasks) for f in log.filters)
     finally:
         log.filters[:] = before
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, handler)
