@@ -1,6 +1,7 @@
 """The library's shape: layers that import only downwards, no import circles, no hidden imports; staleness by dependency."""
 
 import ast
+import re
 import shutil
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def test_changing_a_module_a_chapter_does_not_import_leaves_it_fresh(tmp_path):
     ch_gan, p_gan = proj / "chapters/07_gan.py", proj / "params/cpu/07_gan.yaml"
     before_interp, before_gan = code_hash(ch_interp, p_interp, proj), code_hash(ch_gan, p_gan, proj)
     gan = proj / "diffusion_lib/evaluation/gan.py"
-    gan.write_text(gan.read_text() + "\n# a change chapter 06 cannot see\n")
+    gan.write_text(gan.read_text() + "\nA_CHANGE_CHAPTER_06_CANNOT_SEE = 1\n")
     _hash.cache_clear()
     assert code_hash(ch_interp, p_interp, proj) == before_interp
     assert code_hash(ch_gan, p_gan, proj) != before_gan  # chapter 07 imports the GAN
@@ -136,6 +137,32 @@ def test_a_change_the_interpolation_chapter_depends_on_makes_it_stale(tmp_path, 
     _hash.cache_clear()
     before = code_hash(ch_interp, p_interp, proj)
     f = proj / changed
-    f.write_text(f.read_text() + "\n# changed\n")
+    f.write_text(f.read_text() + ("\nCHANGED = 1\n" if changed.startswith("diffusion_lib") else "\n# changed\n"))
     _hash.cache_clear()
     assert code_hash(ch_interp, p_interp, proj) != before
+
+
+def test_how_a_file_is_written_leaves_every_chapter_fresh(tmp_path):
+    """A new Jupytext version header, comments, docstrings and layout in the library change no chapter's hash."""
+    proj = _copy_project(tmp_path)
+    _hash.cache_clear()
+    pairs = {py.stem: (py, proj / "params/cpu" / f"{py.stem}.yaml") for py in (proj / "chapters").glob("[0-9][0-9]_*.py")}
+    before = {stem: code_hash(*pair, proj) for stem, pair in pairs.items()}
+    for py, _ in pairs.values():
+        text = py.read_text()
+        assert "jupytext_version: " in text
+        py.write_text(re.sub(r"jupytext_version: \S+", "jupytext_version: 9.9.9", text))
+    samplers = proj / "diffusion_lib/diffusion/samplers.py"
+    text = samplers.read_text()
+    tree = ast.parse(text)
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and ast.get_docstring(n))
+    lines = text.splitlines()
+    doc = fn.body[0]
+    lines[doc.lineno - 1:doc.end_lineno] = ['    """Another docstring."""']
+    lines = [ln + "  # a comment" if ln.strip().startswith("return ") else ln for ln in lines]
+    samplers.write_text("# a comment\n\n\n" + "\n".join(lines) + "\n")
+    _hash.cache_clear()
+    assert {stem: code_hash(*pair, proj) for stem, pair in pairs.items()} == before
+    samplers.write_text(samplers.read_text() + "\nCHANGED = 1\n")  # code does count
+    _hash.cache_clear()
+    assert code_hash(*pairs["06_interpolation"], proj) != before["06_interpolation"]

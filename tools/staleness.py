@@ -14,6 +14,12 @@ A chapter's recorded ``code`` hash (``results/<profile>/timings.json``) covers:
 
 So a change to a library module that a chapter does not import leaves that
 chapter fresh, and a one-line fix re-executes only the chapters it can affect.
+
+What is hashed is what a file means, not how it is written (:func:`canonical`):
+a library module's syntax tree without comments, docstrings or layout; a
+chapter's text without the Jupytext header (whose ``jupytext_version`` line
+changes with the tool, not with the chapter); a parameter file without trailing
+spaces.
 """
 
 from __future__ import annotations
@@ -88,12 +94,37 @@ def upstream_chapters(chapter_py: Path) -> list[str]:
     return sorted(stems & set(re.findall(r"\b\d\d_[a-z0-9]+\b", chapter_py.read_text())))
 
 
+_JUPYTEXT_HEADER = re.compile(r"\A# ---\n(?:#.*\n)*?# ---\n")
+
+
+def _without_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def canonical(f: Path, module: bool) -> bytes:
+    """The part of a file (a library ``module`` or not) that a chapter's results depend on (see the module docstring)."""
+    if not f.exists():
+        return b"(missing)"
+    text = f.read_text()
+    if module:
+        return ast.unparse(_without_docstrings(ast.parse(text, str(f)))).encode()  # as code reads, in any Python
+    text = _JUPYTEXT_HEADER.sub("", text)
+    return "\n".join(line.rstrip() for line in text.strip().splitlines()).encode()
+
+
 @lru_cache(maxsize=None)
 def _hash(chapter_py: Path, params_file: Path, root: Path, seen: tuple[str, ...] = ()) -> str:
     h = hashlib.sha256()
-    for f in [chapter_py, params_file, *library_dependencies(chapter_py, root)]:
+    modules = library_dependencies(chapter_py, root)
+    for f in [chapter_py, params_file, *modules]:
         h.update(f.relative_to(root).as_posix().encode())
-        h.update(f.read_bytes() if f.exists() else b"(missing)")
+        h.update(canonical(f, module=f in modules))
     for up in upstream_chapters(chapter_py):
         h.update(up.encode())
         if up in seen:  # two chapters that name each other: each counts the other's own files once
