@@ -1,5 +1,6 @@
 # Two commands for a new user:  `make report`  and  `make test`.
-# PROFILE defaults to `gpu` on a CUDA machine and `quick` elsewhere; `make report PROFILE=cpu` etc.
+# PROFILE defaults to `gpu` on a CUDA machine and `cpu` (the committed reference book) elsewhere;
+# `make report PROFILE=quick` is the smoke run of every chapter.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -7,15 +8,20 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # what pip installs for PyTorch; override e.g. with TORCH_SPEC="torch==2.11.* torchvision"
 TORCH_SPEC ?= torch torchvision
-PROFILE ?= $(shell $(PY) -c "import torch; print('gpu' if torch.cuda.is_available() else 'quick')" 2>/dev/null || echo quick)
+PROFILE ?= $(shell $(PY) -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo cpu)
+# `make report` executes only what is out of date, and nothing when that took longer than this the last time
+# (the smoke profile always runs)
+MAX_MINUTES ?= 15
+PORT ?= 8000
 CHAPTERS_PY := $(wildcard chapters/[0-9][0-9]_*.py)
 
-.PHONY: help setup data sync results report render test test-fast clean-quick
+.PHONY: help setup data sync results report render serve test test-fast clean-quick
 
 help:
-	@echo "make report   execute the chapters of PROFILE (default: gpu with CUDA, else quick) and render the report"
+	@echo "make report   execute what is out of date in PROFILE (default: gpu with CUDA, else cpu) and render the report"
+	@echo "make serve    serve the rendered report on http://localhost:$(PORT)/ (the live sampler needs http)"
 	@echo "make test     run the test suite"
-	@echo "make results  only execute the chapters (results/PROFILE/)"
+	@echo "make results  execute every chapter of PROFILE (results/PROFILE/)"
 	@echo "make render   only render results/PROFILE/ into the report"
 	@echo "make data     copy/verify/extract MNIST (offline from ../shared/data when present)"
 	@echo "make sync     bring every chapter's .py and .ipynb into sync (jupytext)"
@@ -39,8 +45,12 @@ sync: setup
 results: setup data sync
 	$(PY) tools/run_chapters.py --profile $(PROFILE)
 
-report: results
+report: setup data sync
+	$(PY) tools/run_chapters.py --profile $(PROFILE) --stale-only $(if $(filter quick,$(PROFILE)),,--max-minutes $(MAX_MINUTES))
 	$(PY) tools/render_report.py --profile $(PROFILE)
+
+serve:
+	$(PY) -m http.server --directory $(if $(shell command -v quarto),_book,report)/$(PROFILE) $(PORT)
 
 render: setup
 	$(PY) tools/render_report.py --profile $(PROFILE)

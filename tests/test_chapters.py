@@ -253,3 +253,27 @@ def test_the_runner_installs_the_dead_kernel_filter(tmp_path):
     finally:
         log.filters[:] = before
         signal.signal(signal.SIGTERM, handler)
+
+
+def test_make_report_executes_only_what_is_out_of_date_and_asks_before_a_long_run(tmp_path):
+    """--stale-only skips a chapter executed with its code as it is now; --max-minutes executes nothing when the
+    stale chapters' last executions took longer, and prints the command that executes them."""
+    from staleness import code_hash
+
+    out = tmp_path / "cpu"
+    out.mkdir()
+    nb = ROOT / "chapters" / "01_unet.ipynb"
+    fresh = {"seconds": 5.0, "code": code_hash(nb, ROOT / "params" / "cpu" / "01_unet.yaml")}
+    cmd = [sys.executable, "tools/run_chapters.py", "--profile", "cpu", "--results-root", str(tmp_path), "--only", "01",
+           "--stale-only", "--max-minutes", "15"]
+
+    (out / "timings.json").write_text(json.dumps({"01_unet": fresh}))
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "nothing to execute" in r.stdout, r.stdout + r.stderr
+
+    (out / "timings.json").write_text(json.dumps({"01_unet": {**fresh, "seconds": 20 * 60, "code": "0" * 16}}))
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "01_unet (last executed in 20.0 min)" in r.stdout and "not executed now" in r.stdout
+    assert "tools/run_chapters.py --profile cpu --only 01_unet" in r.stdout
+    assert not (out / "01_unet.ipynb").exists()  # nothing ran

@@ -119,3 +119,21 @@ def test_recipe_section_reads_the_sampler_check(tmp_path):
     check["difference"] = [0.1, -0.2, 0.4]
     (tmp_path / "p" / "09_ddim" / "confirm.json").write_text(json.dumps(check))
     assert "are indistinguishable in FID-MNIST at N = 2000 (+0.1 [-0.2, 0.4])" in section("p", tmp_path)
+
+
+def test_the_front_page_says_first_what_a_reader_must_know(monkeypatch):
+    """A quick book says that it is a smoke run; a chapter executed against other code is named with the command
+    that re-executes it; an up-to-date reference book says nothing."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import prerender
+
+    assert "This is a smoke run" in prerender.status("quick")
+    monkeypatch.setattr(prerender.staleness, "stale_chapters", lambda profile: {})
+    assert prerender.status("cpu").strip() == ""
+    monkeypatch.setattr(prerender.staleness, "stale_chapters", lambda profile: {"09_ddim": "changed"})
+    text = prerender.status("cpu")
+    assert "Out of date" in text and "@sec-ddim (last executed in" in text
+    assert "tools/run_chapters.py --profile cpu --only 09_ddim" in text and "smoke run" not in text

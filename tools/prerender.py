@@ -2,6 +2,9 @@
 
     python tools/prerender.py [PROFILE]        (default: $QUARTO_PROFILE, else cpu)
 
+- ``_status.md``: the front page's first lines: that a ``quick`` book is a smoke run,
+  and which chapters were executed with code or parameters that have changed since
+  (``tools/staleness.py``), with the command that re-executes them;
 - ``_headline.md``: the front page's results table (``tools/headline.py``);
 - ``_answers.md``: the "Answers" chapter: the answers the chapters wrote to
   ``results/<profile>/answers/``, each with links to its evidence, then the
@@ -27,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
 import headline  # noqa: E402
+import staleness  # noqa: E402
 
 # name -> (file, qualified name): the implementation shown beside its equation
 SNIPPETS = {
@@ -131,6 +135,24 @@ def limitations(profile: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def status(profile: str) -> str:
+    """What a reader must know before any number: a smoke run says so, and out-of-date chapters are named."""
+    lines = []
+    if profile == "quick":
+        lines.append("**This is a smoke run.** Its numbers come from the `quick` profile, which runs every chapter in "
+                     "minutes with barely trained models to show that the code works; they say nothing about "
+                     "diffusion models. The reference book is `make report PROFILE=cpu`.")
+    timings = headline._json(ROOT / "results" / profile / "timings.json")
+    stale = [stem for stem in staleness.stale_chapters(profile) if stem in timings]
+    if stale:
+        chapters = ", ".join(f"@sec-{stem[3:]} (last executed in {timings[stem]['seconds'] / 60:.1f} min)"
+                             for stem in stale)
+        lines.append("**Out of date.** Executed with code or parameters that have changed since, so their numbers "
+                     f"may differ from what the code computes now: {chapters}. To re-execute them: "
+                     f"`.venv/bin/python tools/run_chapters.py --profile {profile} --only {' '.join(stale)}`.")
+    return "\n\n".join(f"::: {{.claim-warning}}\n{line}\n:::" for line in lines) + "\n"
+
+
 def answers(profile: str) -> str:
     """The Answers chapter's body: every answer the chapters wrote, in order, then the limitations."""
     folder = ROOT / "results" / profile / "answers"
@@ -156,11 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(profile, int):
         return profile
     headline.main([profile])
+    headline.write_atomic(ROOT / "_status.md", status(profile))
     headline.write_atomic(ROOT / "_answers.md", answers(profile))
     write_sources()
     if os.environ.get("QUARTO_PROFILE") is not None:  # under Quarto; the fallback renderer makes them itself
         widget(profile)
-    print(f"pre-render: headline, answers and {len(SNIPPETS)} source snippets written for profile {profile}")
+    print(f"pre-render: status, headline, answers and {len(SNIPPETS)} source snippets written for profile {profile}")
     return 0
 
 

@@ -616,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         out = render_plain(args.profile, Path(args.out), pdf=not args.no_pdf)
         pdf = " and report.pdf (Chromium)" if (out / "report.pdf").exists() else ""
         print(f"report rendered without Quarto (pandoc HTML with MathML{pdf}): {out / 'index.html'}")
+    print(f"its live sampler needs http: `make serve PROFILE={args.profile}` serves the book on http://localhost:8000/")
     return 0
 
 

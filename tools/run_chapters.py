@@ -11,7 +11,12 @@ but writes to a temporary file first: the executed notebook replaces the
 previous one only when every cell succeeded. A failed run leaves the old results
 in place, keeps the failed notebook in ``results/<profile>/failed/`` and stops
 (later chapters depend on earlier ones). Wall times go to
-``results/<profile>/timings.json``.
+``results/<profile>/timings.json``, with the hash of what each execution depended on.
+
+``make report`` runs it with ``--stale-only --max-minutes 15``: only the chapters
+whose code or parameters changed since their recorded execution, and none of them
+when their last executions took longer than that together (it prints the command
+that executes them instead, and the book names them as out of date).
 """
 
 from __future__ import annotations
@@ -143,7 +148,8 @@ def declared_parameters(py: Path) -> dict:
     return names
 
 
-def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -> int:
+def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, stale_only: bool = False,
+        max_minutes: float | None = None) -> int:
     import papermill as pm
 
     # The kernels inherit this environment. A non-interactive MPLBACKEND (CI sets Agg for the
@@ -186,12 +192,28 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict) -
         print(f"error: {', '.join(unsynced)} differ from their .py (the source the run is recorded against); "
               "run `make sync` first", file=sys.stderr)
         return 2
+    timings_path = out_dir / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    if stale_only:
+        todo = [nb for nb in todo if timings.get(nb.stem, {}).get("code") != code_hash(nb, param_files[nb], overrides=extra)]
+        if not todo:
+            print(f"[{profile}] every chapter is up to date with its code and parameters: nothing to execute")
+            return 0
+        last = {nb.stem: timings[nb.stem]["seconds"] / 60 for nb in todo if nb.stem in timings}
+        minutes = sum(last.values())
+        print(f"[{profile}] out of date: " + ", ".join(
+            f"{nb.stem} ({f'last executed in {last[nb.stem]:.1f} min' if nb.stem in last else 'never executed'})"
+            for nb in todo))
+        if max_minutes is not None and minutes > max_minutes:
+            print(f"[{profile}] not executed now: their last executions took {minutes:.0f} min together, more than "
+                  f"{max_minutes:g}; the report is rendered from the results there are, and names them as out of date.\n"
+                  f"  to re-execute them: .venv/bin/python tools/run_chapters.py --profile {profile} --only "
+                  + " ".join(nb.stem for nb in todo))
+            return 0
     out_dir.mkdir(parents=True, exist_ok=True)
     for leftover in out_dir.glob(".*.running.ipynb"):  # from a run that was killed outright
         (out_dir / "failed").mkdir(exist_ok=True)
         os.replace(leftover, out_dir / "failed" / leftover.name.removeprefix(".").replace(".running", ""))
-    timings_path = out_dir / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     for nb in todo:
         params = all_params[nb]
         final = out_dir / nb.name
@@ -235,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-root", default=str(ROOT / "results"), help="where <profile>/ results go")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "YAML_VALUE"),
                     help="override a parameter in every chapter")
+    ap.add_argument("--stale-only", action="store_true",
+                    help="execute only the chapters whose code or parameters changed since their recorded execution")
+    ap.add_argument("--max-minutes", type=float, metavar="M",
+                    help="with --stale-only: if those chapters' last executions took more than M minutes together, "
+                         "execute none of them and print the command that does")
     args = ap.parse_args(argv)
     import yaml
 
@@ -245,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     quiet_dead_kernel_tasks()
-    return run(args.profile, args.only, Path(args.results_root).resolve(), extra)
+    return run(args.profile, args.only, Path(args.results_root).resolve(), extra, args.stale_only, args.max_minutes)
 
 
 if __name__ == "__main__":
