@@ -15,7 +15,7 @@ MAX_MINUTES ?= 15
 PORT ?= 8000
 CHAPTERS_PY := $(wildcard chapters/[0-9][0-9]_*.py)
 
-.PHONY: help setup data sync results report render serve test test-fast clean-quick
+.PHONY: print-torch-spec help setup data sync results report render serve test test-fast clean-quick
 
 help:
 	@echo "make report   execute what is out of date in PROFILE (default: gpu with CUDA, else cpu) and render the report"
@@ -60,6 +60,9 @@ test: setup data
 
 test-fast: setup data
 	$(PY) -m pytest -q -m "not slow"
+
+print-torch-spec:
+	@echo $(TORCH_SPEC)
 
 clean-quick:
 	rm -rf results/quick _book/quick report/quick

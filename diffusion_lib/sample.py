@@ -1,0 +1,142 @@
+"""``python -m diffusion_lib.sample MODEL.pt``: images from a trained model (also ``diffusion-sample``).
+
+    python -m diffusion_lib.sample results/cpu/03_train/model_ema.pt -n 64 --seed 0 --out digits.png
+    python -m diffusion_lib.sample MODEL.pt --sampler ddpm --out-dir samples/ --npz samples.npz
+
+Any model file the training program writes (``model_ema.pt``: MNIST, CIFAR-10 or
+your own images) carries its network's configuration and its noise schedule, so
+nothing else is needed. The samplers are the report's (``ddpm``, ``ddim``,
+``dpm++2m``, as in the parameter files) and start from the noise
+:func:`diffusion_lib.diffusion.generate.generate` draws for ``--seed``: the same
+seed, sampler, backend and batch size give the same images. Outputs are written
+only after every image is drawn, each through a temporary file, so a failed or
+interrupted run leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .core.devices import resolve_device
+from .core.errors import DiffusionError
+from .core.files import atomic_write
+from .data.images import save_grid
+from .diffusion.generate import METHODS, SamplerSpec, generate
+from .diffusion.samplers import SPACINGS
+from .diffusion.schedules import NoiseSchedule
+from .nets.inference import BACKENDS, FastModel, bf16_native
+from .nets.registry import load_model
+
+__all__ = ["main", "default_backend"]
+
+
+def default_backend(device: torch.device) -> str:
+    """bf16 where the device computes it natively (a GPU, a CPU with AVX512-BF16 or AMX), else eager float32.
+
+    The compiled backends are faster still but compile for a minute first; they run only when asked for.
+    """
+    return "bf16" if bf16_native(device) else "eager"
+
+
+class _Counted:
+    """The network with a progress bar that advances at every evaluation (one per sampling step and batch)."""
+
+    training = False
+
+    def __init__(self, model: FastModel, bar: tqdm) -> None:
+        self.model, self.bar, self.config = model, bar, model.config
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.model(x, t)
+        self.bar.update(1)
+        return out
+
+    def eval(self) -> "_Counted":
+        return self
+
+    def train(self, mode: bool = True) -> "_Counted":
+        return self
+
+
+def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m diffusion_lib.sample", description="Draw images from a trained model.")
+    p.add_argument("model", help="a model file written by the training program (model_ema.pt)")
+    p.add_argument("-n", type=int, default=16, help="how many images (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="the seed of the starting noise (default 0)")
+    p.add_argument("--sampler", default="ddim", choices=METHODS, help="default ddim")
+    p.add_argument("--steps", type=int, help="sampling steps (default 50; ddpm always runs all of the model's steps)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM's eta: 0 deterministic, 1 as noisy as DDPM")
+    p.add_argument("--spacing", default="", choices=("",) + SPACINGS,
+                   help="which timesteps a shortened sampler visits (default: uniform for ddim, logsnr for dpm++2m)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="how the network runs (default: bf16 where the device has it natively, else eager)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
+    p.add_argument("--out", help="a PNG grid of every image (default samples.png when no output is named)")
+    p.add_argument("--out-dir", help="a folder that receives one PNG per image (00000.png, ...)")
+    p.add_argument("--npz", help="a .npz file with the array 'images', float32 in [-1, 1], shape (N, C, H, W)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if args.n < 1 or args.batch_size < 1:
+        p.error("-n and --batch-size must be at least 1")
+    if not (args.out or args.out_dir or args.npz):
+        args.out = "samples.png"
+    return args
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parse(argv)
+    try:
+        device = resolve_device(args.device)
+        try:
+            model, meta = load_model(args.model, device)
+        except DiffusionError as exc:
+            raise DiffusionError(f"{exc}. Sample from the model_ema.pt that `python -m diffusion_lib.train` "
+                                 "writes into its out_dir") from exc
+        schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
+        steps = args.steps if args.steps is not None else schedule.num_steps if args.sampler == "ddpm" else 50
+        try:
+            spec = SamplerSpec.from_mapping({"method": args.sampler, "steps": steps, "eta": args.eta,
+                                             "spacing": args.spacing}, schedule.num_steps)
+        except ValueError as exc:
+            raise DiffusionError(f"{args.sampler}: {exc}") from exc
+        fast = FastModel(model, args.backend or default_backend(device),
+                         log=lambda m: print(f"note: {m}", file=sys.stderr))
+        batches = math.ceil(args.n / args.batch_size)
+        with tqdm(total=batches * spec.steps + 1, desc="network evaluations", unit="eval",
+                  disable=args.no_progress) as bar:
+            images, seconds = generate(_Counted(fast, bar), schedule, spec, args.n, seed=args.seed,
+                                       batch_size=args.batch_size, progress=not args.no_progress)
+    except DiffusionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:  # a CUDA device asked for on a machine without one
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    written = []
+    if args.out:
+        save_grid(args.out, images, nrow=math.ceil(math.sqrt(args.n)))
+        written.append(args.out)
+    if args.out_dir:
+        for i, image in enumerate(images):
+            save_grid(Path(args.out_dir) / f"{i:05d}.png", image[None], nrow=1)
+        written.append(f"{Path(args.out_dir)}/ ({args.n} PNGs)")
+    if args.npz:
+        with atomic_write(args.npz, "wb") as fh:
+            np.savez(fh, images=images.numpy().astype(np.float32))
+        written.append(args.npz)
+    print(f"{args.n} images, {spec.name}, backend {fast.name} on {device.type}: {seconds * 1000:.0f} ms per image; "
+          f"wrote {', '.join(written)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
