@@ -137,13 +137,17 @@ def test_a_change_the_interpolation_chapter_depends_on_makes_it_stale(tmp_path, 
     _hash.cache_clear()
     before = code_hash(ch_interp, p_interp, proj)
     f = proj / changed
-    f.write_text(f.read_text() + ("\nCHANGED = 1\n" if changed.startswith("diffusion_lib") else "\n# changed\n"))
+    # a change of code in the library, of a value in a parameter file, of any text in a chapter
+    extra = "\nCHANGED = 1\n" if changed.startswith("diffusion_lib") else "\nchanged: 1\n" if f.suffix == ".yaml" \
+        else "\n# changed\n"
+    f.write_text(f.read_text() + extra)
     _hash.cache_clear()
     assert code_hash(ch_interp, p_interp, proj) != before
 
 
 def test_how_a_file_is_written_leaves_every_chapter_fresh(tmp_path):
-    """A new Jupytext version header, comments, docstrings and layout in the library change no chapter's hash."""
+    """A new Jupytext version header, a parameter file's comment lines, and comments, docstrings and layout in the
+    library change no chapter's hash."""
     proj = _copy_project(tmp_path)
     _hash.cache_clear()
     pairs = {py.stem: (py, proj / "params/cpu" / f"{py.stem}.yaml") for py in (proj / "chapters").glob("[0-9][0-9]_*.py")}
@@ -152,6 +156,8 @@ def test_how_a_file_is_written_leaves_every_chapter_fresh(tmp_path):
         text = py.read_text()
         assert "jupytext_version: " in text
         py.write_text(re.sub(r"jupytext_version: \S+", "jupytext_version: 9.9.9", text))
+    for _, par in pairs.values():
+        par.write_text("# a comment on the budget\n" + par.read_text().replace("\n", "  \n", 1))
     samplers = proj / "diffusion_lib/diffusion/samplers.py"
     text = samplers.read_text()
     tree = ast.parse(text)

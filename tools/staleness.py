@@ -18,8 +18,8 @@ chapter fresh, and a one-line fix re-executes only the chapters it can affect.
 What is hashed is what a file means, not how it is written (:func:`canonical`):
 a library module's syntax tree without comments, docstrings or layout; a
 chapter's text without the Jupytext header (whose ``jupytext_version`` line
-changes with the tool, not with the chapter); a parameter file without trailing
-spaces.
+changes with the tool, not with the chapter); a parameter file without its
+comment lines and trailing spaces.
 """
 
 from __future__ import annotations
@@ -115,7 +115,10 @@ def canonical(f: Path, module: bool) -> bytes:
     if module:
         return ast.unparse(_without_docstrings(ast.parse(text, str(f)))).encode()  # as code reads, in any Python
     text = _JUPYTEXT_HEADER.sub("", text)
-    return "\n".join(line.rstrip() for line in text.strip().splitlines()).encode()
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    if f.suffix == ".yaml":  # a parameter file's comment lines (they hold no block scalars, where # is text)
+        lines = [line for line in lines if not line.lstrip().startswith("#")]
+    return "\n".join(lines).encode()
 
 
 @lru_cache(maxsize=None)
