@@ -137,3 +137,28 @@ def test_the_front_page_says_first_what_a_reader_must_know(monkeypatch):
     text = prerender.status("cpu")
     assert "Out of date" in text and "@sec-ddim (last executed in" in text
     assert "tools/run_chapters.py --profile cpu --only 09_ddim" in text and "smoke run" not in text
+
+
+def test_the_schedule_results_say_how_long_their_models_trained():
+    """The schedule study's models trained far less than the reference model: the front page's rows and the
+    Limitations say so, from the runs' own summaries and the chapter's recorded parameters."""
+    import json
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "tools"))
+    import headline
+    import prerender
+
+    res = root / "results" / "cpu"
+    runs = [json.loads(p.read_text()) for p in (res / "04_schedules").glob("*/seed*/summary.json")]
+    steps = {r["steps"] for r in runs}
+    assert len(steps) == 1 and steps != {json.loads((res / "03_train/summary.json").read_text())["steps"]}
+    sampler = headline.parameters(res, "04_schedules")["eval_sampler"]
+    rows = [v for k, v in headline.result_rows(res) if "schedule (chapter 04)" in k]
+    assert len(rows) == 3
+    (n,) = steps
+    assert all(f"models of {n:,} training steps" in v and f"DDIM-{sampler['steps']} at matched log-SNR" in v
+               for v in rows)
+    assert f"trained only {n:,} steps" in prerender.limitations("cpu")

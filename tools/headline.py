@@ -50,6 +50,11 @@ def _ci(row: dict, key: str = "FID") -> str:
     return f"{_f(row[key])} [{_f(row[f'{key} lo'])}, {_f(row[f'{key} hi'])}]"
 
 
+def parameters(res: Path, stem: str) -> dict:
+    """The parameters a chapter was executed with (Papermill records them in the executed notebook)."""
+    return _json(res / f"{stem}.ipynb").get("metadata", {}).get("papermill", {}).get("parameters", {})
+
+
 def training_minutes(res: Path) -> dict[str, str]:
     """Per chapter, the training time its model(s) cost, read from what training wrote."""
     out = {}
@@ -112,9 +117,15 @@ def result_rows(res: Path) -> list[tuple[str, str]]:
                  if r.get("ratio to floor") else "")
         what = ("real vs real (floor, chapter 09)" if not extra else f"{r['sampler']} (chapter 09, fresh noise)")
         rows.append((f"FID-MNIST at N = {big_n}, {what}", f"{_ci(r)}{extra}"))
+    schedule_runs = [_json(p) for p in sorted((res / "04_schedules").glob("*/seed*/summary.json"))]
+    sampler = parameters(res, "04_schedules").get("eval_sampler", {})
     for r in _csv(res / "04_schedules" / "summary.csv"):
         if r["sampler"] == "at matched log-SNR":
-            rows.append((f"FID-MNIST, {r['schedule']} schedule (chapter 04, mean over seeds)", _ci(r)))
+            runs = [s for s in schedule_runs if s.get("config", {}).get("schedule") == r["schedule"]]
+            steps = " or ".join(sorted({f"{s['steps']:,}" for s in runs}))
+            rows.append((f"FID-MNIST, {r['schedule']} schedule (chapter 04)",
+                         f"{_ci(r)} (models of {steps} training steps, mean over {len(runs)} seeds; "
+                         f"{sampler.get('method', '?').upper()}-{sampler.get('steps', '?')} at matched log-SNR)"))
     rank = _csv(res / "05_recipe" / "ranking.csv")
     if rank:  # the ranking is by mean FID; only an arm whose interval excludes the base's counts as better
         base_fid = _f(next(r["FID"] for r in rank if r[""] == "base"))

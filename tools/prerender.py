@@ -109,9 +109,15 @@ def limitations(profile: str) -> str:
                      "indistinguishable.")
     if train:
         minutes = train.get("train_seconds", 0) / 60
-        lines.append(f"- **Budget.** The MNIST model trained for {minutes:.1f} minutes ({train.get('steps', 0):,} "
-                     f"steps) on {train.get('device_name', '?')}; conclusions about schedules and samplers hold for "
-                     "this budget and may change with longer training, as the papers' own results show.")
+        budget = (f"- **Budget.** The reference MNIST model (chapter 03, the one the sampler comparison uses) trained "
+                  f"for {minutes:.1f} minutes ({train.get('steps', 0):,} steps) on {train.get('device_name', '?')}")
+        runs = [json.loads(p.read_text()) for p in sched]
+        if runs:
+            steps = " or ".join(sorted({f"{r.get('steps', 0):,}" for r in runs}))
+            mean_min = sum(r.get("train_seconds", 0) for r in runs) / len(runs) / 60
+            budget += (f"; each model of the schedule study trained only {steps} steps (about {mean_min:.1f} "
+                       "minutes), so the schedules are compared at that much shorter budget")
+        lines.append(budget + ". Either comparison may change with longer training, as the papers' own results show.")
     if sched:
         seeds = sorted({json.loads(p.read_text()).get("config", {}).get("seed") for p in sched})
         if len(seeds) == 1:
