@@ -133,19 +133,14 @@ def _atomic_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def declared_parameters(py: Path) -> dict:
-    """Names and default values of the chapter's ``parameters`` cell (literals only)."""
-    import jupytext
+def declared_parameters(chapter: Path) -> dict:
+    """Names and default values of the chapter's ``parameters`` cell, as papermill reads them (literals only)."""
+    import papermill as pm
 
-    nb = jupytext.read(py)
-    cell = next((c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])), None)
-    if cell is None:
-        raise ConfigError(f"{py.name} has no cell tagged 'parameters'")
-    names = {}
-    for node in ast.parse(cell.source).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            names[node.targets[0].id] = ast.literal_eval(node.value)
-    return names
+    declared = pm.inspect_notebook(str(chapter.with_suffix(".ipynb")))
+    if not declared:
+        raise ConfigError(f"{chapter.name} has no cell tagged 'parameters'")
+    return {name: ast.literal_eval(p["default"]) for name, p in declared.items()}
 
 
 def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, stale_only: bool = False,
