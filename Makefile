@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch torchvision
 PROFILE ?= $(shell $(PY) -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')" 2>/dev/null || echo cpu)
 # `make report` executes only what is out of date, and nothing when that took longer than this the last time
-# (the smoke profile always runs)
+# (the quick profile has no such limit: it is a smoke run)
 MAX_MINUTES ?= 15
 PORT ?= 8000
 CHAPTERS_PY := $(wildcard chapters/[0-9][0-9]_*.py)

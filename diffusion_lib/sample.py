@@ -95,7 +95,10 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parse(argv)
     try:
-        device = resolve_device(args.device)
+        try:
+            device = resolve_device(args.device)
+        except (ValueError, RuntimeError) as exc:  # no CUDA here, or a name torch does not know
+            raise DiffusionError(f"--device {args.device}: {exc}") from exc
         try:
             model, meta = load_model(args.model, device)
         except DiffusionError as exc:
@@ -108,19 +111,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                                              "spacing": args.spacing}, schedule.num_steps)
         except ValueError as exc:
             raise DiffusionError(f"{args.sampler}: {exc}") from exc
-        fast = FastModel(model, args.backend or default_backend(device),
-                         log=lambda m: print(f"note: {m}", file=sys.stderr))
-        batches = math.ceil(args.n / args.batch_size)
-        with tqdm(total=batches * spec.steps + 1, desc="network evaluations", unit="eval",
-                  disable=args.no_progress) as bar:
-            images, seconds = generate(_Counted(fast, bar), schedule, spec, args.n, seed=args.seed,
-                                       batch_size=args.batch_size, progress=not args.no_progress)
     except DiffusionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except ValueError as exc:  # a CUDA device asked for on a machine without one
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    fast = FastModel(model, args.backend or default_backend(device), log=lambda m: print(f"note: {m}", file=sys.stderr))
+    batches = math.ceil(args.n / args.batch_size)
+    with tqdm(total=batches * spec.steps + 1, desc="network evaluations", unit="eval", disable=args.no_progress) as bar:
+        images, seconds = generate(_Counted(fast, bar), schedule, spec, args.n, seed=args.seed,
+                                   batch_size=args.batch_size)
     written = []
     if args.out:
         save_grid(args.out, images, nrow=math.ceil(math.sqrt(args.n)))

@@ -1,8 +1,11 @@
 """The library's shape: layers that import only downwards, no import circles, no hidden imports; staleness by dependency."""
 
 import ast
+import glob
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -172,3 +175,27 @@ def test_how_a_file_is_written_leaves_every_chapter_fresh(tmp_path):
     samplers.write_text(samplers.read_text() + "\nCHANGED = 1\n")  # code does count
     _hash.cache_clear()
     assert code_hash(*pairs["06_interpolation"], proj) != before["06_interpolation"]
+
+
+def _other_pythons() -> list[str]:
+    """Python 3.10+ interpreters on this machine other than the one running the tests (pyenv's included)."""
+    found = {shutil.which(f"python3.{m}") for m in range(10, 15)}
+    found |= set(glob.glob(str(Path.home() / ".pyenv/versions/3.1*/bin/python")))
+    versions = {}
+    for exe in sorted(p for p in found if p):
+        r = subprocess.run([exe, "-c", "import sys; print(tuple(sys.version_info[:2]))"], capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.strip() != str(tuple(sys.version_info[:2])):
+            versions.setdefault(r.stdout.strip(), exe)  # one interpreter per version (a shim that fails is skipped)
+    return [exe for v, exe in versions.items() if ast.literal_eval(v) >= (3, 10)]
+
+
+def test_every_python_computes_the_same_hashes():
+    """The recorded hashes were computed by one Python; any other supported Python must agree (ast.unparse would not)."""
+    others = _other_pythons()
+    if not others:
+        pytest.skip("no other Python 3.10+ on this machine")
+    code = ("import sys; sys.path.insert(0, 'tools'); from pathlib import Path; from staleness import code_hash; "
+            "print([code_hash(p, Path('params/cpu') / (p.stem + '.yaml')) for p in sorted(Path('chapters').glob('[0-9][0-9]_*.py'))])")
+    here = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for exe in others:
+        assert subprocess.run([exe, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout == here, exe

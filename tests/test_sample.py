@@ -111,3 +111,11 @@ def test_a_lean_install_trains_and_samples(tmp_path):
     run(str(bin_dir / "diffusion-sample"), str(tmp_path / "run" / "model_ema.pt"), "-n", "4", "--steps", "3",
         "--npz", "s.npz", "--no-progress")
     assert np.load(tmp_path / "s.npz")["images"].shape == (4, 1, 28, 28)
+
+
+def test_a_device_that_is_not_there_is_one_message(tmp_path, capsys):
+    for device in ["nonsense"] + ([] if torch.cuda.is_available() else ["cuda"]):
+        assert main([str(MNIST), "--device", device, "--out", str(tmp_path / "s.png")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --device {device}") and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())

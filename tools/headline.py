@@ -122,10 +122,11 @@ def result_rows(res: Path) -> list[tuple[str, str]]:
     for r in _csv(res / "04_schedules" / "summary.csv"):
         if r["sampler"] == "at matched log-SNR":
             runs = [s for s in schedule_runs if s.get("config", {}).get("schedule") == r["schedule"]]
-            steps = " or ".join(sorted({f"{s['steps']:,}" for s in runs}))
+            steps = " or ".join(f"{n:,}" for n in sorted({s["steps"] for s in runs}))
+            trained = f"models of {steps} training steps, mean over {len(runs)} seeds; " if runs else ""
             rows.append((f"FID-MNIST, {r['schedule']} schedule (chapter 04)",
-                         f"{_ci(r)} (models of {steps} training steps, mean over {len(runs)} seeds; "
-                         f"{sampler.get('method', '?').upper()}-{sampler.get('steps', '?')} at matched log-SNR)"))
+                         f"{_ci(r)} ({trained}{sampler.get('method', '?').upper()}-{sampler.get('steps', '?')} "
+                         "at matched log-SNR)"))
     rank = _csv(res / "05_recipe" / "ranking.csv")
     if rank:  # the ranking is by mean FID; only an arm whose interval excludes the base's counts as better
         base_fid = _f(next(r["FID"] for r in rank if r[""] == "base"))

@@ -113,10 +113,12 @@ def limitations(profile: str) -> str:
                   f"for {minutes:.1f} minutes ({train.get('steps', 0):,} steps) on {train.get('device_name', '?')}")
         runs = [json.loads(p.read_text()) for p in sched]
         if runs:
-            steps = " or ".join(sorted({f"{r.get('steps', 0):,}" for r in runs}))
+            steps = " or ".join(f"{n:,}" for n in sorted({r.get("steps", 0) for r in runs}))
             mean_min = sum(r.get("train_seconds", 0) for r in runs) / len(runs) / 60
-            budget += (f"; each model of the schedule study trained only {steps} steps (about {mean_min:.1f} "
-                       "minutes), so the schedules are compared at that much shorter budget")
+            shorter = max(r.get("steps", 0) for r in runs) < train.get("steps", 0)
+            budget += (f"; each model of the schedule study trained {'only ' if shorter else ''}{steps} steps (about "
+                       f"{mean_min:.1f} minutes), so the schedules are compared at "
+                       f"{'that much shorter' if shorter else 'that'} budget")
         lines.append(budget + ". Either comparison may change with longer training, as the papers' own results show.")
     if sched:
         seeds = sorted({json.loads(p.read_text()).get("config", {}).get("seed") for p in sched})
@@ -156,7 +158,7 @@ def status(profile: str) -> str:
         lines.append("**Out of date.** Executed with code or parameters that have changed since, so their numbers "
                      f"may differ from what the code computes now: {chapters}. To re-execute them: "
                      f"`.venv/bin/python tools/run_chapters.py --profile {profile} --only {' '.join(stale)}`.")
-    return "\n\n".join(f"::: {{.claim-warning}}\n{line}\n:::" for line in lines) + "\n"
+    return "\n\n".join(f"::: {{.callout-warning}}\n{line}\n:::" for line in lines) + "\n"
 
 
 def answers(profile: str) -> str:

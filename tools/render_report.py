@@ -70,7 +70,7 @@ figcaption, .table-caption { font-size: 0.9rem; color: #333; }
 .table-block { margin: 1.2rem 0; overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.85rem; margin: 0.3rem 0; }
 th, td { border: 1px solid #ddd; padding: 0.2rem 0.5rem; text-align: left; vertical-align: top; }
-.claim-warning { border: 2px solid #c0392b; background: #fdecea; padding: 6px; }
+.claim-warning, .callout-warning { border: 2px solid #c0392b; background: #fdecea; padding: 6px; }
 .unresolved-ref { color: #c0392b; font-weight: bold; }
 .source-note { font-size: 0.8rem; color: #666; margin-top: -0.6rem; }
 .header-section-number { margin-right: 0.4em; }
@@ -616,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
         out = render_plain(args.profile, Path(args.out), pdf=not args.no_pdf)
         pdf = " and report.pdf (Chromium)" if (out / "report.pdf").exists() else ""
         print(f"report rendered without Quarto (pandoc HTML with MathML{pdf}): {out / 'index.html'}")
-    print(f"its live sampler needs http: `make serve PROFILE={args.profile}` serves the book on http://localhost:8000/")
+    print(f"its live sampler needs http: `make serve PROFILE={args.profile}` serves the book (http://localhost:8000/, "
+          "or PORT=...)")
     return 0
 
 

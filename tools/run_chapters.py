@@ -165,6 +165,11 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, s
     if absent:
         print(f"error: profile {profile!r} has no parameter file for: {', '.join(absent)}", file=sys.stderr)
         return 2
+    unsynced = [nb.name for nb in todo if not in_sync(nb)]
+    if unsynced:
+        print(f"error: {', '.join(unsynced)} differ from their .py (the source the run is recorded against); "
+              "run `make sync` first", file=sys.stderr)
+        return 2
     out_dir = results_root / profile
     # every parameter file is checked before anything runs or is written
     all_params, errors = {}, []
@@ -182,11 +187,6 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, s
     if errors:
         print("error: " + "\n".join(errors), file=sys.stderr)
         return 2
-    unsynced = [nb.name for nb in todo if not in_sync(nb)]
-    if unsynced:
-        print(f"error: {', '.join(unsynced)} differ from their .py (the source the run is recorded against); "
-              "run `make sync` first", file=sys.stderr)
-        return 2
     timings_path = out_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     if stale_only:
@@ -194,6 +194,7 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, s
         if not todo:
             print(f"[{profile}] every chapter is up to date with its code and parameters: nothing to execute")
             return 0
+        # a chapter never executed in this profile has no recorded cost: it runs (the profile's budget is all we know)
         last = {nb.stem: timings[nb.stem]["seconds"] / 60 for nb in todo if nb.stem in timings}
         minutes = sum(last.values())
         print(f"[{profile}] out of date: " + ", ".join(

@@ -16,7 +16,8 @@ So a change to a library module that a chapter does not import leaves that
 chapter fresh, and a one-line fix re-executes only the chapters it can affect.
 
 What is hashed is what a file means, not how it is written (:func:`canonical`):
-a library module's syntax tree without comments, docstrings or layout; a
+a library module's tokens without comments, docstrings or layout (the same in
+every Python, unlike its syntax tree or ``ast.unparse``); a
 chapter's text without the Jupytext header (whose ``jupytext_version`` line
 changes with the tool, not with the chapter); a parameter file without its
 comment lines and trailing spaces.
@@ -27,9 +28,11 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import io
 import json
 import re
 import sys
+import tokenize
 from functools import lru_cache
 from pathlib import Path
 
@@ -97,14 +100,39 @@ def upstream_chapters(chapter_py: Path) -> list[str]:
 _JUPYTEXT_HEADER = re.compile(r"\A# ---\n(?:#.*\n)*?# ---\n")
 
 
-def _without_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
-                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)):
-            node.body = body[1:] or [ast.Pass()]
-    return tree
+def _docstring_starts(tree: ast.AST) -> set[tuple[int, int]]:
+    """Where each docstring (of the module, a class or a function) begins: (line, column)."""
+    return {(n.body[0].lineno, n.body[0].col_offset) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)
+            and isinstance(n.body[0].value.value, str)}
+
+
+def _code(text: str, path: Path) -> str:
+    """A module's tokens as written, one space apart: no comments, docstrings, blank lines or layout inside brackets.
+
+    Every Python tokenizes code the same way except f-strings (3.12 splits them into parts), so an f-string is
+    taken whole, as written: the result is the same in every Python the project supports.
+    """
+    docstrings, lines = _docstring_starts(ast.parse(text, str(path))), text.splitlines(keepends=True)
+    out: list[str] = []
+    fstring: list = []  # the start of the open f-strings (3.12 and later)
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        kind = tokenize.tok_name[tok.type]
+        if kind == "FSTRING_START":
+            fstring.append(tok.start)
+        elif kind == "FSTRING_END":
+            (r0, c0), (r1, c1) = fstring.pop(), tok.end
+            if not fstring:
+                out.append("".join(lines[r0 - 1:r1])[c0:len("".join(lines[r0 - 1:r1 - 1])) + c1])
+        elif fstring or kind in ("COMMENT", "NL", "ENCODING", "ENDMARKER") or (kind == "STRING" and tok.start in docstrings):
+            continue
+        elif kind == "NEWLINE":
+            if out and out[-1] not in ("\n", "<indent>"):
+                out.append("\n")
+        else:
+            out.append({"INDENT": "<indent>", "DEDENT": "<dedent>"}.get(kind, tok.string))
+    return " ".join(out)
 
 
 def canonical(f: Path, module: bool) -> bytes:
@@ -113,7 +141,7 @@ def canonical(f: Path, module: bool) -> bytes:
         return b"(missing)"
     text = f.read_text()
     if module:
-        return ast.unparse(_without_docstrings(ast.parse(text, str(f)))).encode()  # as code reads, in any Python
+        return _code(text, f).encode()
     text = _JUPYTEXT_HEADER.sub("", text)
     lines = [line.rstrip() for line in text.strip().splitlines()]
     if f.suffix == ".yaml":  # a parameter file's comment lines (they hold no block scalars, where # is text)
