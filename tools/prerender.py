@@ -149,7 +149,8 @@ def status(profile: str) -> str:
     if profile == "quick":
         lines.append("**This is a smoke run.** Its numbers come from the `quick` profile, which runs every chapter in "
                      "minutes with barely trained models to show that the code works; they say nothing about "
-                     "diffusion models. The reference book is `make report PROFILE=cpu`.")
+                     "diffusion models, and some of the claims they are checked against fail (shown as warnings). "
+                     "The reference book is `make report PROFILE=cpu`.")
     timings = headline._json(ROOT / "results" / profile / "timings.json")
     stale = [stem for stem in staleness.stale_chapters(profile) if stem in timings]
     if stale:
