@@ -50,7 +50,7 @@ report: setup data sync
 	$(PY) tools/render_report.py --profile $(PROFILE)
 
 serve:
-	$(PY) -m http.server --directory $(if $(shell command -v quarto),_book,report)/$(PROFILE) $(PORT)
+	$(PY) -m http.server --bind 127.0.0.1 --directory $(if $(shell command -v quarto),_book,report)/$(PROFILE) $(PORT)
 
 render: setup
 	$(PY) tools/render_report.py --profile $(PROFILE)
