@@ -116,21 +116,31 @@ def main(argv: Optional[list[str]] = None) -> int:
         return exc.exit_code
     fast = FastModel(model, args.backend or default_backend(device), log=lambda m: print(f"note: {m}", file=sys.stderr))
     batches = math.ceil(args.n / args.batch_size)
-    with tqdm(total=batches * spec.steps + 1, desc="network evaluations", unit="eval", disable=args.no_progress) as bar:
-        images, seconds = generate(_Counted(fast, bar), schedule, spec, args.n, seed=args.seed,
-                                   batch_size=args.batch_size)
+    try:
+        with tqdm(total=batches * spec.steps + 1, desc="network evaluations", unit="eval",
+                  disable=args.no_progress) as bar:
+            images, seconds = generate(_Counted(fast, bar), schedule, spec, args.n, seed=args.seed,
+                                       batch_size=args.batch_size)
+    except KeyboardInterrupt:
+        print("\ninterrupted: no file was written", file=sys.stderr)
+        return 130
     written = []
-    if args.out:
-        save_grid(args.out, images, nrow=math.ceil(math.sqrt(args.n)))
-        written.append(args.out)
-    if args.out_dir:
-        for i, image in enumerate(images):
-            save_grid(Path(args.out_dir) / f"{i:05d}.png", image[None], nrow=1)
-        written.append(f"{Path(args.out_dir)}/ ({args.n} PNGs)")
-    if args.npz:
-        with atomic_write(args.npz, "wb") as fh:
-            np.savez(fh, images=images.numpy().astype(np.float32))
-        written.append(args.npz)
+    try:
+        if args.out:
+            save_grid(args.out, images, nrow=math.ceil(math.sqrt(args.n)))
+            written.append(args.out)
+        if args.out_dir:
+            for i, image in enumerate(images):
+                save_grid(Path(args.out_dir) / f"{i:05d}.png", image[None], nrow=1)
+            written.append(f"{Path(args.out_dir)}/ ({args.n} PNGs)")
+        if args.npz:
+            with atomic_write(args.npz, "wb") as fh:
+                np.savez(fh, images=images.numpy().astype(np.float32))
+            written.append(args.npz)
+    except OSError as exc:  # each file is whole or absent; say which were written
+        print(f"error: could not write {exc.filename or ''} ({exc.strerror or exc}); "
+              f"written: {', '.join(written) or 'nothing'}", file=sys.stderr)
+        return 2
     print(f"{args.n} images, {spec.name}, backend {fast.name} on {device.type}: {seconds * 1000:.0f} ms per image; "
           f"wrote {', '.join(written)}")
     return 0

@@ -119,3 +119,13 @@ def test_a_device_that_is_not_there_is_one_message(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"error: --device {device}") and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+def test_an_output_that_cannot_be_written_is_one_message(tmp_path, capsys):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where a folder should be")
+    assert main([str(MNIST), "-n", "2", "--steps", "2", "--no-progress", "--npz", str(tmp_path / "ok.npz"),
+                 "--out-dir", str(blocked / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not write") and "written: nothing" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
