@@ -38,7 +38,7 @@ from diffusion_lib.core.config import load_yaml  # noqa: E402
 from diffusion_lib.core.devices import device_name  # noqa: E402
 from diffusion_lib.core.errors import ConfigError  # noqa: E402
 from diffusion_lib.core.files import atomic_write_text  # noqa: E402
-from staleness import code_hash  # noqa: E402
+from staleness import code_hash, stale_chapters  # noqa: E402
 
 PROFILES = ("quick", "cpu", "gpu")
 
@@ -199,7 +199,8 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, s
     timings_path = out_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     if stale_only:
-        todo = [nb for nb in todo if timings.get(nb.stem, {}).get("code") != code_hash(nb, param_files[nb], overrides=extra)]
+        stale = stale_chapters(profile, results_root=results_root, overrides=extra)
+        todo = [nb for nb in todo if nb.stem in stale]
         if not todo:
             print(f"[{profile}] every chapter is up to date with its code and parameters: nothing to execute")
             return 0

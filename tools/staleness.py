@@ -177,15 +177,20 @@ def code_hash(chapter: Path, params_file: Path, root: Path = ROOT, overrides: di
     return h
 
 
-def stale_chapters(profile: str, root: Path = ROOT) -> dict[str, str]:
-    """Chapter -> why it is stale, for every chapter of ``profile`` whose recorded hash is not the current one."""
+def stale_chapters(profile: str, root: Path = ROOT, results_root: Path | None = None,
+                   overrides: dict | None = None) -> dict[str, str]:
+    """Chapter -> why it is stale, for every chapter of ``profile`` whose recorded hash is not the current one.
+
+    ``results_root`` (default ``root/results``) holds the profile's ``timings.json``; ``overrides`` are the
+    runner's ``-p NAME VALUE`` (see :func:`code_hash`).
+    """
     _hash.cache_clear()
-    timings_path = root / "results" / profile / "timings.json"
+    timings_path = (results_root or root / "results") / profile / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     stale = {}
     for py in sorted((root / "chapters").glob("[0-9][0-9]_*.py")):
         recorded = timings.get(py.stem, {}).get("code")
-        now = code_hash(py, root / "params" / profile / f"{py.stem}.yaml", root)
+        now = code_hash(py, root / "params" / profile / f"{py.stem}.yaml", root, overrides)
         if recorded is None:
             stale[py.stem] = "never executed"
         elif recorded != now:
