@@ -2,25 +2,30 @@
 
     python tools/staleness.py --profile cpu        (lists each chapter: fresh or stale, and why)
 
-A chapter's recorded ``code`` hash (``results/<profile>/timings.json``) covers:
+A chapter's recorded ``code`` key (``results/<profile>/timings.json``) covers:
 
 - its own source (``chapters/NN_name.py``) and its parameter file;
-- the source of every ``diffusion_lib`` module it imports, followed transitively
-  through the library's own imports (a package's ``__init__.py`` counts, since
-  importing a module runs it);
-- the hash of every chapter whose artifacts it reads (another chapter's folder,
+- for every ``diffusion_lib`` module its imports reach (followed through the
+  library's own imports; a name imported from the package itself counts as the
+  module that defines it):
+  - when a component's probe covers the module (the network, the diffusion
+    maths, the trainer, the data, the instruments, the likelihood bound: see
+    :mod:`diffusion_lib.chapter.keys`), that component's key: what the code
+    computes, not how it is written, so a rename, a function moved between
+    modules or a reformatting changes nothing, and a U-Net edit makes stale
+    exactly the chapters that build U-Nets;
+  - any other module by its source (towards stale, never towards fresh);
+- the key of every chapter whose artifacts it reads (another chapter's folder,
   such as ``03_train``, named in its source), so retraining chapter 03 makes the
   chapters that load its model stale too.
 
-So a change to a library module that a chapter does not import leaves that
-chapter fresh, and a one-line fix re-executes only the chapters it can affect.
-
-What is hashed is what a file means, not how it is written (:func:`canonical`):
-a library module's tokens without comments, docstrings or layout (the same in
-every Python, unlike its syntax tree or ``ast.unparse``); a
-chapter's text without the Jupytext header (whose ``jupytext_version`` line
-changes with the tool, not with the chapter); a parameter file without its
-comment lines and trailing spaces.
+A component whose key cannot be computed here (no data, no instrument, no
+PyTorch) makes the chapters that depend on it stale. A module's source is
+what it means, not how it is written (:func:`canonical`): its tokens without
+comments, docstrings or layout (the same in every Python, unlike its syntax
+tree or ``ast.unparse``); a chapter's text without the Jupytext header (whose
+``jupytext_version`` line changes with the tool, not with the chapter); a
+parameter file without its comment lines and trailing spaces.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ import ast
 import hashlib
 import io
 import json
+import os
 import re
+import subprocess
 import sys
 import tokenize
 from functools import lru_cache
@@ -39,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "diffusion_lib"
 
-__all__ = ["library_dependencies", "upstream_chapters", "code_hash", "stale_chapters"]
+__all__ = ["library_dependencies", "upstream_chapters", "component_keys", "code_hash", "stale_chapters"]
 
 
 def _module_file(root: Path, dotted: str) -> Path | None:
@@ -75,13 +82,33 @@ def _imported_modules(path: Path, dotted: str) -> set[str]:
     return found
 
 
+def _package_exports(root: Path) -> dict[str, str]:
+    """Name -> the module that defines it, for the names ``diffusion_lib/__init__.py`` imports from its modules."""
+    exports = {}
+    for node in ast.parse((root / PACKAGE / "__init__.py").read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+            exports.update({a.asname or a.name: f"{PACKAGE}.{node.module}" for a in node.names})
+    return exports
+
+
 def library_dependencies(source: Path, root: Path = ROOT) -> list[Path]:
-    """Every ``diffusion_lib`` file that importing what ``source`` imports executes, sorted."""
+    """Every ``diffusion_lib`` module whose code what ``source`` imports uses, sorted.
+
+    The package's ``__init__`` only gathers names: a name imported from it (``from diffusion_lib import
+    DiffusionProcess``) counts as the module that defines it, and importing a submodule does not make a chapter
+    depend on everything the package's ``__init__`` imports.
+    """
+    exports = _package_exports(root)
     seen: dict[str, Path] = {}
-    todo = [m for m in _imported_modules(source, "__chapter__")]
+    todo = list(_imported_modules(source, "__chapter__"))
     while todo:
         mod = todo.pop()
         if mod in seen:
+            continue
+        if mod == PACKAGE:  # the package's __init__: only the names taken from it count (below)
+            continue
+        if mod.count(".") == 1 and mod.partition(".")[2] in exports:  # `from diffusion_lib import Name`
+            todo.append(exports[mod.partition(".")[2]])
             continue
         f = _module_file(root, mod)
         if f is None:  # a name imported from a module, not a module
@@ -150,12 +177,43 @@ def canonical(f: Path, module: bool) -> bytes:
 
 
 @lru_cache(maxsize=None)
+def component_keys(root: Path = ROOT) -> dict:
+    """``{"keys": component -> key, "modules": component -> its modules}`` of the library under ``root``.
+
+    Computed by that library (``python -m diffusion_lib.chapter.keys``, with this interpreter); where it cannot
+    run, every key reads ``unavailable``, which makes the chapters that depend on one stale.
+    """
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-m", f"{PACKAGE}.chapter.keys"], cwd=root, env=env, capture_output=True,
+                       text=True)
+    if r.returncode == 0:
+        return json.loads(r.stdout)
+    why = (r.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"keys": {}, "modules": {}, "unavailable": f"the component keys could not be computed ({why})"}
+
+
+def _component(root: Path, f: Path) -> str | None:
+    rel = f.relative_to(root / PACKAGE).as_posix()
+    return next((c for c, mods in component_keys(root)["modules"].items() if rel in mods), None)
+
+
+@lru_cache(maxsize=None)
 def _hash(chapter_py: Path, params_file: Path, root: Path, seen: tuple[str, ...] = ()) -> str:
     h = hashlib.sha256()
-    modules = library_dependencies(chapter_py, root)
-    for f in [chapter_py, params_file, *modules]:
+    for f in (chapter_py, params_file):
         h.update(f.relative_to(root).as_posix().encode())
-        h.update(canonical(f, module=f in modules))
+        h.update(canonical(f, module=False))
+    components = set()
+    for f in library_dependencies(chapter_py, root):
+        c = _component(root, f)
+        if c is None:  # no probe covers it: its source counts
+            h.update(f.relative_to(root).as_posix().encode())
+            h.update(canonical(f, module=True))
+        else:
+            components.add(c)
+    keys = component_keys(root)
+    for c in sorted(components) if "unavailable" not in keys else ["library"]:
+        h.update(f"{c}={keys['keys'].get(c, keys.get('unavailable', 'unavailable'))}".encode())
     for up in upstream_chapters(chapter_py):
         h.update(up.encode())
         if up in seen:  # two chapters that name each other: each counts the other's own files once
@@ -166,7 +224,7 @@ def _hash(chapter_py: Path, params_file: Path, root: Path, seen: tuple[str, ...]
 
 
 def code_hash(chapter: Path, params_file: Path, root: Path = ROOT, overrides: dict | None = None) -> str:
-    """The hash of everything an executed chapter depends on (see the module docstring).
+    """The key of everything an executed chapter depends on (see the module docstring).
 
     ``overrides`` (the runner's ``-p NAME VALUE``) count too: a chapter executed
     with other parameters than its file's is not the profile's reference.
@@ -185,6 +243,7 @@ def stale_chapters(profile: str, root: Path = ROOT, results_root: Path | None = 
     runner's ``-p NAME VALUE`` (see :func:`code_hash`).
     """
     _hash.cache_clear()
+    component_keys.cache_clear()
     timings_path = (results_root or root / "results") / profile / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
     stale = {}
@@ -194,7 +253,12 @@ def stale_chapters(profile: str, root: Path = ROOT, results_root: Path | None = 
         if recorded is None:
             stale[py.stem] = "never executed"
         elif recorded != now:
-            stale[py.stem] = "its source, parameters, imported library modules or upstream chapters changed"
+            stale[py.stem] = ("its source or parameters, the keys of the library components it uses, the source of "
+                              "other library modules it imports, or an upstream chapter changed")
+            unavailable = component_keys(root).get("unavailable") or next(
+                (k for k in component_keys(root)["keys"].values() if k.startswith("unavailable")), None)
+            if unavailable:
+                stale[py.stem] += f" (note: {unavailable})"
     return stale
 
 

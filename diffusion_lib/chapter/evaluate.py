@@ -11,8 +11,10 @@ Samples are a deterministic function of the model's weights, the sampler and
 its settings, N, the seed of x_T, the backend, the batch size, the PyTorch
 version and the code that builds the network and samples from it, so they are
 kept beside the model (``eval_cache/``, never committed) under a key made of
-all of these (the weights and the source of ``nets/`` and ``diffusion/`` by
-their SHA-256): re-executing a chapter samples only what changed. The cached
+all of these (the weights by their SHA-256; the code by the keys of the network
+and the diffusion maths, :mod:`~diffusion_lib.chapter.keys`, and the backends
+by their source, since bf16 and compiled numerics differ between machines):
+re-executing a chapter samples only what changed. The cached
 seconds per image are those of the run that drew the samples.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
@@ -32,6 +35,7 @@ from ..core.paths import resolve
 from ..diffusion.generate import SamplerSpec, generate
 from ..evaluation.quality import QualityMeter, QualityReport
 from ..nets.inference import FastModel
+from .keys import keys
 from .models import load_trained
 
 __all__ = ["Measured", "sample_run", "measure_run", "measure_runs"]
@@ -49,12 +53,13 @@ class Measured:
 CACHE_FORMAT = "diffusion_lib/samples/v1"
 
 
+@lru_cache(maxsize=None)
 def _code_digest() -> str:
-    """SHA-256 of the source of the layers that build networks and sample from them."""
+    """What builds networks and samples from them: two component keys and the backends' source."""
     lib = Path(__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for f in sorted([*(lib / "nets").glob("*.py"), *(lib / "diffusion").glob("*.py")]):
-        h.update(f.name.encode() + f.read_bytes())
+    h = hashlib.sha256(json.dumps(keys(("network", "diffusion"))).encode())
+    for f in ("nets/inference.py", "nets/onnx.py"):
+        h.update(f.encode() + (lib / f).read_bytes())
     return h.hexdigest()
 
 
