@@ -59,11 +59,15 @@ from ..evaluation.quality import (QualityMeter, class_statistics, frechet_distan
 from ..nets.blocks import group_count, sinusoidal_features
 from ..nets.registry import all_finite, arch_fields, build_model, load_model, save_model
 from ..nets.unet import geometry_problem
-from ..training.config import TrainConfig, load_train_config
+from ..training.config import ModelSection, TrainConfig, load_train_config
+from ..training.log import read_metrics, read_summary
 from ..training.process import DiffusionProcess
+from ..training.run import finished_run, reuse_problem, reuse_verdict, train, training_images
 from ..training.trainer import ema_initial_weight, ema_warmup_reaches, use_bf16_autocast
-from ..training.config import TrainConfig, load_train_config
+from ..training.config import ModelSection, TrainConfig, load_train_config
+from ..training.log import read_metrics, read_summary
 from ..training.process import DiffusionProcess
+from ..training.run import finished_run, reuse_problem, reuse_verdict, train, training_images
 from ..training.trainer import ema_initial_weight, ema_warmup_reaches, use_bf16_autocast
 
 __all__ = ["COMPONENTS", "UNPROBED", "component_of", "component_key", "keys", "KeyUnavailable"]
@@ -73,7 +77,7 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "network": ("nets/blocks.py", "nets/unet.py", "nets/concat_unet.py", "nets/additive_unet.py", "nets/registry.py"),
     "diffusion": ("diffusion/schedules.py", "diffusion/losses.py", "diffusion/samplers.py", "diffusion/generate.py",
                   "diffusion/interpolation.py", "diffusion/portable_noise.py"),
-    "training": ("training/trainer.py", "training/process.py", "training/config.py"),
+    "training": ("training/trainer.py", "training/process.py", "training/config.py", "training/run.py"),
     "data": ("data/datasets.py", "data/mnist.py", "data/cifar10.py", "data/images.py", "data/batches.py"),
     "instrument": ("evaluation/classifiers.py", "evaluation/quality.py", "evaluation/floor.py",
                    "evaluation/comparison.py"),
@@ -98,6 +102,9 @@ UNPROBED: dict[str, str] = {
     "mnist.prepare_mnist": "copies and verifies the files; load_mnist runs it in the probe",
     "images.save_grid": "writes a PNG of grid_image, which the probe runs",
     "quality.real_floor": "real_floor = measure(random training images): both are probed",
+    "run._StopFlag._handle": "a stop signal: the run stops and resumes bitwise (tests), it computes nothing else",
+    "run.TrainingRun._interrupted": "the message of a stopped run",
+    "run.TrainingRun.build.<locals>.<lambda>": "silences the ranks other than 0 under torchrun",
 }
 
 
@@ -274,7 +281,50 @@ def _probe_training(tmp: Path) -> Any:
         q = DiffusionProcess(8, 1, 20, "linear", _Toy(), device="cpu", **kw)
         q.load_state_dict(state)
         out.append({k: v for k, v in q.eval_model.state_dict().items() if torch.is_tensor(v)})
-    return out
+    return out + _probe_training_run(tmp)
+
+
+def _probe_training_run(tmp: Path) -> Any:
+    """What the training program feeds the trainer (batches, steps, noise, learning rates) through a run that is
+    continued, found complete and started again. What the trainer computes from them is the probe above; the
+    float32 network's numbers are not recorded (they differ between CPUs in the 7th digit)."""
+    cfg = TrainConfig(dataset="mnist", data_root="data", noise_steps=20, steps=3, batch_size=4, train_subset=12,
+                      warmup_steps=1, lr_decay="none", sample_every=2, sample_n=2, checkpoint_every=2,
+                      snapshot_every=2, out_dir=str(tmp / "run"), device="cpu", deterministic=True, hflip=True,
+                      model=ModelSection(base_channels=8, channel_mults=(1, 2), time_dim=8, attention=False))
+    fed: list[Any] = []
+    original = DiffusionProcess.train_step
+
+    def recorded(self: DiffusionProcess, x: torch.Tensor, t: Any = None, noise: Any = None) -> float:
+        fed.append([x, t, noise])
+        return original(self, x, t, noise)
+
+    quiet = lambda *_: None  # noqa: E731
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    DiffusionProcess.train_step = recorded  # type: ignore[method-assign]
+    torch.set_default_dtype(torch.float32)  # the program's network, as it trains it
+    try:
+        first = train(cfg, progress=False, log=quiet)
+        longer = dataclasses.replace(cfg, steps=5)
+        verdicts = [reuse_verdict(longer), reuse_verdict(dataclasses.replace(cfg, lr=1e-3))]
+        resumed = train(longer, resume=True, progress=False, log=quiet)
+        again = train(longer, resume=True, progress=False, log=quiet)
+        verdicts += [reuse_problem(longer), finished_run(longer) is not None]
+        fresh = train(cfg, fresh=True, progress=False, log=quiet)
+    except DataError as exc:
+        raise KeyUnavailable(f"the MNIST training images cannot be read ({str(exc).splitlines()[0]})") from exc
+    finally:
+        DiffusionProcess.train_step = original  # type: ignore[method-assign]
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_default_dtype(torch.float64)
+    rows = [{k: r[k] for k in ("step", "lr")} for r in read_metrics(resumed.metrics_path)]
+    summary = read_summary(Path(cfg.out_dir) / "summary.json")
+    out = [training_images(cfg), fed, rows, [r.steps for r in (first, resumed, again, fresh)],
+           [r.resumed_from for r in (first, resumed, again, fresh)],
+           {k: summary[k] for k in ("steps", "images_seen", "parameters", "precision")},
+           {k: v for k, v in summary["config"].items() if k != "out_dir"},
+           sorted(p.name for p in Path(cfg.out_dir).rglob("*") if "old-" not in str(p))]
+    return out + [str(v).replace(str(tmp), "<tmp>") for v in verdicts]
 
 
 def _probe_data(tmp: Path) -> Any:
