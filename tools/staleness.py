@@ -45,6 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "diffusion_lib"
+KEYS_MODULE = f"{PACKAGE}/chapter/keys.py"
 
 __all__ = ["library_dependencies", "upstream_chapters", "component_keys", "code_hash", "stale_chapters"]
 
@@ -206,6 +207,8 @@ def _hash(chapter_py: Path, params_file: Path, root: Path, seen: tuple[str, ...]
     components = set()
     for f in library_dependencies(chapter_py, root):
         c = _component(root, f)
+        if f == root / KEYS_MODULE:  # what it computes, the keys, is counted below
+            continue
         if c is None:  # no probe covers it: its source counts
             h.update(f.relative_to(root).as_posix().encode())
             h.update(canonical(f, module=True))

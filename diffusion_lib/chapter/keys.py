@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -35,13 +36,15 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 import torch
+from PIL import Image
 from torch import nn
 
 from ..core.errors import DataError
 from ..core.files import digest
 from ..core.paths import resolve
 from ..data.batches import TensorBatches
-from ..data.datasets import DATASETS, check_dataset, load_split, random_subset
+from ..data.datasets import check_dataset, load_split, random_subset
+from ..data.folder import cache_dir, image_files, load_folder
 from ..data.images import grid_image, hwc_to_model_range, to_model_range, to_uint8, to_unit_range
 from ..diffusion.generate import SamplerSpec, decode, generate
 from ..diffusion.interpolation import lerp, slerp
@@ -78,7 +81,8 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "diffusion": ("diffusion/schedules.py", "diffusion/losses.py", "diffusion/samplers.py", "diffusion/generate.py",
                   "diffusion/interpolation.py", "diffusion/portable_noise.py"),
     "training": ("training/trainer.py", "training/process.py", "training/config.py", "training/run.py"),
-    "data": ("data/datasets.py", "data/mnist.py", "data/cifar10.py", "data/images.py", "data/batches.py"),
+    "data": ("data/datasets.py", "data/mnist.py", "data/cifar10.py", "data/images.py", "data/batches.py",
+             "data/folder.py"),
     "instrument": ("evaluation/classifiers.py", "evaluation/quality.py", "evaluation/floor.py",
                    "evaluation/comparison.py"),
     "likelihood": ("evaluation/likelihood.py",),
@@ -330,7 +334,7 @@ def _probe_training_run(tmp: Path) -> Any:
 def _probe_data(tmp: Path) -> Any:
     out: list[Any] = []
     try:
-        for name in DATASETS:
+        for name in ("mnist", "cifar10"):
             out.append(check_dataset(name))
             for train in (True, False):
                 out.append(load_split(name, "data", train=train))
@@ -347,6 +351,44 @@ def _probe_data(tmp: Path) -> Any:
     b2 = TensorBatches(torch.arange(10)[:, None], 3, seed=4)
     b2.load_state_dict(state)
     out += [len(b), drawn, later, [b2.next() for _ in range(3)]]
+    return out + _probe_folder(tmp)
+
+
+def _probe_folder(tmp: Path) -> Any:
+    """A folder of images with two class subfolders: PNGs of fixed pixels (what is hashed: PNG decoding and
+    Pillow's resampling are exact integer arithmetic), a JPEG and a WebP (their shapes), a damaged file."""
+    g = _gen(9)
+    folder = tmp / "images"
+    for i, (cls, size, mode) in enumerate([("cats", (12, 9), "RGB"), ("cats", (9, 9), "L"), ("dogs", (7, 13), "RGBA"),
+                                           ("dogs", (10, 10), "RGB")]):
+        pixels = torch.randint(0, 256, (size[1], size[0], len(mode)), generator=g, dtype=torch.uint8).numpy()
+        (folder / cls).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.squeeze(-1) if mode == "L" else pixels, mode).save(folder / cls / f"{i}.png")
+    cache, saved = tmp / "cache", os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)  # never the user's cache
+    try:
+        out: list[Any] = [str(cache_dir()).replace(str(tmp), "<tmp>")]
+        for size, channels in ((8, 3), (6, 1)):
+            out += [load_folder(folder, size, channels, progress=False) for _ in range(2)]  # decoded, then cached
+        out.append(load_split("folder", folder, image_size=8, channels=3))
+        Image.new("RGB", (20, 10), (200, 10, 10)).save(folder / "cats" / "x.jpg")
+        Image.new("RGB", (10, 20), (10, 200, 10)).save(folder / "x.webp")  # not in a subfolder: no classes
+        images, labels, names = load_folder(folder, 8, 3, progress=False)
+        out += [images.shape, labels, names]
+        (folder / "dogs" / "broken.png").write_bytes(b"\x89PNG not really")
+        empty = tmp / "empty"
+        empty.mkdir()
+        for bad in (lambda: load_folder(folder, 8, 3, progress=False), lambda: image_files(empty),
+                    lambda: load_split("folder", folder, train=False), lambda: load_folder(folder, 8, 2)):
+            try:
+                bad()
+            except DataError as exc:
+                out.append(str(exc).replace(str(tmp), "<tmp>"))
+    finally:
+        if saved is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = saved
     return out
 
 

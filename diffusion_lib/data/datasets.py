@@ -1,4 +1,9 @@
-"""The two datasets behind one interface: their shapes, their splits, and seeded subsets of them."""
+"""The datasets behind one interface: their shapes, their splits, and seeded subsets of them.
+
+MNIST and CIFAR-10 are the report's; ``folder`` is a folder of your own images
+(:mod:`diffusion_lib.data.folder`), at the size and channels the training
+configuration asks for.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,9 @@ from pathlib import Path
 
 import torch
 
+from ..core.errors import DataError
 from .cifar10 import load_cifar10
+from .folder import load_folder
 from .images import to_model_range
 from .mnist import load_mnist
 
@@ -16,14 +23,15 @@ __all__ = ["DatasetInfo", "DATASETS", "check_dataset", "load_split", "random_sub
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    image_size: int
-    channels: int
+    image_size: int  # 0: whatever the configuration asks for
+    channels: int  # 0: 1 or 3, as the configuration asks
     title: str  # as the report names it
 
 
 DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo(28, 1, "MNIST"),
     "cifar10": DatasetInfo(32, 3, "CIFAR-10"),
+    "folder": DatasetInfo(0, 0, "an image folder"),
 }
 
 
@@ -33,9 +41,17 @@ def check_dataset(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def load_split(dataset: str, root: str | Path = "data", train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """A split as ``(uint8 images (N, C, H, W), int64 labels (N,))``."""
+def load_split(dataset: str, root: str | Path = "data", train: bool = True, *, image_size: int = 0,
+               channels: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split as ``(uint8 images (N, C, H, W), int64 labels (N,))``.
+
+    A ``folder`` (``root``) has one split, the training one, decoded at ``image_size`` with ``channels``.
+    """
     check_dataset(dataset)
+    if dataset == "folder":
+        if not train:
+            raise DataError(f"an image folder ({root}) has only a training split")
+        return load_folder(root, image_size, channels)[:2]
     if dataset == "cifar10":
         x, y = load_cifar10(root, train=train)
         return x.permute(0, 3, 1, 2).contiguous(), y

@@ -1,6 +1,7 @@
 """The standalone training program.
 
     python -m diffusion_lib.train --config params/cpu/03_train.yaml [--resume | --fresh]
+    python -m diffusion_lib.train --data path/to/images --image-size 32 --channels 3 --out-dir runs/mine
 
 See :mod:`diffusion_lib.training.run` for what a run writes and what survives an
 interruption. Every failure the user can cause or fix (a bad file, missing data,
@@ -11,13 +12,15 @@ non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import Optional
 
 import torch
 
 from ..core.errors import DiffusionError, TrainingInterrupted
-from .config import load_train_config
+from ..core.config import from_dict
+from .config import TrainConfig, load_train_config
 from .distributed import Distributed
 from .run import train
 
@@ -26,7 +29,13 @@ __all__ = ["main"]
 
 def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m diffusion_lib.train", description="Train a diffusion model.")
-    p.add_argument("--config", required=True, help="YAML file (a training config, or a chapter file with a train: section)")
+    p.add_argument("--config", help="YAML file (a training config, or a chapter file with a train: section); "
+                   "without it, the defaults (the README's table), which need --data")
+    p.add_argument("--data", metavar="DIR", help="train on the PNG, JPEG and WebP images in DIR and its subfolders "
+                   "(dataset: folder, data_root: DIR)")
+    p.add_argument("--image-size", type=int, help="override image_size (a folder's images are resized and "
+                   "centre-cropped to it)")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="override channels: 1 grayscale, 3 RGB")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.pt (or prev.pt)")
     g.add_argument("--fresh", action="store_true", help="start over; old checkpoints are moved aside")
@@ -37,15 +46,25 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _same(argv: Optional[list[str]]) -> str:
+    """The arguments of this command, without --resume and --fresh (what continues the run)."""
+    return shlex.join(a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--resume", "--fresh"))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parse(argv)
-    overrides = {k: v for k, v in {"steps": args.steps, "out_dir": args.out_dir, "device": args.device}.items()
-                 if v is not None}
+    if args.config is None and args.data is None:
+        print("error: give --config FILE, or --data DIR to train on a folder of images", file=sys.stderr)
+        return 2
+    folder = {"dataset": "folder", "data_root": args.data} if args.data is not None else {}
+    overrides = {k: v for k, v in {**folder, "steps": args.steps, "out_dir": args.out_dir, "device": args.device,
+                                   "image_size": args.image_size, "channels": args.channels}.items() if v is not None}
     try:
-        cfg = load_train_config(args.config, overrides)
+        cfg = load_train_config(args.config, overrides) if args.config else from_dict(
+            TrainConfig, overrides, source="the command line")
         train(cfg, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
     except TrainingInterrupted as exc:
-        print(f"\n{exc}".replace("<the same file>", args.config), file=sys.stderr)
+        print(f"\n{exc}".replace("--config <the same file>", _same(argv)), file=sys.stderr)
         return exc.exit_code
     except DiffusionError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -65,7 +84,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:  # before training started, or a second Ctrl-C while the first was being handled
         print("\ninterrupted: stopped at once, without writing a new checkpoint; the checkpoints on disk (if any) "
               "are complete. Resume with:\n"
-              f"  python -m diffusion_lib.train --config {args.config} --resume", file=sys.stderr)
+              f"  python -m diffusion_lib.train {_same(argv)} --resume", file=sys.stderr)
         return 130
     finally:
         Distributed.shutdown()

@@ -100,9 +100,11 @@ class TrainConfig:
     def _cross_checks(self) -> list[str]:
         problems = []
         want = DATASETS.get(self.dataset)
-        if want and (self.image_size, self.channels) != (want.image_size, want.channels):
+        if want and want.image_size and (self.image_size, self.channels) != (want.image_size, want.channels):
             problems.append(f"dataset {self.dataset!r} has {want.channels}-channel {want.image_size}x{want.image_size} "
                             f"images, but image_size={self.image_size}, channels={self.channels}")
+        if want and not want.image_size and self.channels not in (1, 3):
+            problems.append(f"channels must be 1 (grayscale) or 3 (RGB) for an image folder, got {self.channels}")
         shape = geometry_problem(self.image_size, self.model.channel_mults)
         if shape:
             problems.append(shape.replace("channel_mults=", "model.channel_mults="))

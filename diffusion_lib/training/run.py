@@ -88,7 +88,7 @@ class TrainResult:
 
 def training_images(cfg: TrainConfig) -> torch.Tensor:
     """The training set as one uint8 tensor (N, C, H, W), cut to ``train_subset`` when set."""
-    images = load_split(cfg.dataset, cfg.data_root, train=True)[0]
+    images = load_split(cfg.dataset, cfg.data_root, train=True, image_size=cfg.image_size, channels=cfg.channels)[0]
     return images[: cfg.train_subset] if cfg.train_subset else images
 
 
