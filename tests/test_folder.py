@@ -171,3 +171,23 @@ def test_a_folder_of_grayscale_digits_loads_like_mnist(tmp_path, monkeypatch):
     images, labels, names = load_folder(tmp_path / "digits", 28, 1, progress=False)
     order = sorted(range(20), key=lambda i: (str(int(y[i])), f"{i:03d}"))
     assert torch.equal(images, x[order]) and names == sorted({str(int(v)) for v in y[:20]})
+
+
+@pytest.mark.slow
+def test_the_readme_commands_run(tmp_path, env):
+    """The three commands of README's "Use it on your own images", as written (fewer steps and images)."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("## Use it on your own images"):].split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].split() for line in block.strip().splitlines()]
+    assert [c[:3] for c in commands] == [["python", "-m", "diffusion_lib.train"], ["python", "-m", "diffusion_lib.sample"],
+                                         ["python", "-m", "diffusion_lib.export"]]
+    shapes(tmp_path / "my_images", n=140, size=32)
+    shorter = {"--steps": "2", "-n": "4"}
+    for cmd in commands:
+        cmd = [sys.executable] + [shorter.get(prev, a) for prev, a in zip([""] + cmd, cmd)][1:]
+        if "diffusion_lib.sample" in cmd:
+            cmd += ["--steps", "5"]
+        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, (cmd, r.stderr)
+    assert (tmp_path / "runs/my_images/model_ema.pt").exists()
+    assert Image.open(tmp_path / "samples.png").size[0] > 32 and (tmp_path / "my_images.onnx").exists()

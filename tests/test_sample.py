@@ -98,7 +98,7 @@ def test_a_lean_install_trains_and_samples(tmp_path):
 
     def run(*args):
         r = subprocess.run([python, *args], cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                           env={**os.environ, "DIFFUSION_OFFLINE": "1"})
+                           env={**os.environ, "DIFFUSION_OFFLINE": "1", "XDG_CACHE_HOME": str(tmp_path / "cache")})
         assert r.returncode == 0, r.stderr[-2000:]
         return r
 
@@ -111,6 +111,18 @@ def test_a_lean_install_trains_and_samples(tmp_path):
     run(str(bin_dir / "diffusion-sample"), str(tmp_path / "run" / "model_ema.pt"), "-n", "4", "--steps", "3",
         "--npz", "s.npz", "--no-progress")
     assert np.load(tmp_path / "s.npz")["images"].shape == (4, 1, 28, 28)
+    # a folder of your own images, through the same lean install
+    from test_folder import shapes
+
+    shapes(tmp_path / "shapes", n=64, size=16)
+    folder_cfg = tmp_path / "folder.yaml"
+    folder_cfg.write_text(yaml.safe_dump({"train": {**tiny_train_dict(tmp_path / "folder_run"), "dataset": "folder",
+                                                    "data_root": str(tmp_path / "shapes"), "image_size": 16,
+                                                    "channels": 3}}))
+    run("-m", "diffusion_lib.train", "--config", str(folder_cfg), "--no-progress")
+    run(str(bin_dir / "diffusion-sample"), str(tmp_path / "folder_run" / "model_ema.pt"), "-n", "4", "--steps", "3",
+        "--npz", "f.npz", "--no-progress")
+    assert np.load(tmp_path / "f.npz")["images"].shape == (4, 3, 16, 16)
 
 
 def test_a_device_that_is_not_there_is_one_message(tmp_path, capsys):

@@ -6,9 +6,9 @@ of these components has a key: the hash of its outputs on a fixed probe,
 computed in float64 on fixed inputs and rounded to 6 significant digits, so it
 is the same on every x86 machine while any change of what the code computes
 (beyond the 6th digit) changes it. A private rename, a function moved between
-modules, a reformatting or a new option that leaves the old ones alone change
-no key; an edit to a U-Net block changes ``network``, one to the FID code
-changes ``instrument``.
+modules or a reformatting changes no key; an edit to a U-Net block changes
+``network``, one to the FID code ``instrument``, and a new training option
+``training`` (its default is part of every run's configuration).
 
     python -m diffusion_lib.chapter.keys        (every component's key and modules, as JSON)
 
@@ -67,13 +67,8 @@ from ..training.log import read_metrics, read_summary
 from ..training.process import DiffusionProcess
 from ..training.run import finished_run, reuse_problem, reuse_verdict, train, training_images
 from ..training.trainer import ema_initial_weight, ema_warmup_reaches, use_bf16_autocast
-from ..training.config import ModelSection, TrainConfig, load_train_config
-from ..training.log import read_metrics, read_summary
-from ..training.process import DiffusionProcess
-from ..training.run import finished_run, reuse_problem, reuse_verdict, train, training_images
-from ..training.trainer import ema_initial_weight, ema_warmup_reaches, use_bf16_autocast
 
-__all__ = ["COMPONENTS", "UNPROBED", "component_of", "component_key", "keys", "KeyUnavailable"]
+__all__ = ["COMPONENTS", "UNPROBED", "component_key", "keys", "KeyUnavailable"]
 
 # component -> the library modules (relative to diffusion_lib/) whose behaviour its probe measures
 COMPONENTS: dict[str, tuple[str, ...]] = {
@@ -90,7 +85,6 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
 
 # functions of the components' modules that no probe runs, and why that cannot hide a change of results
 UNPROBED: dict[str, str] = {
-    "registry.save_model": "writes a file; load_model reads one back in the probe of a saved model",
     "registry.fingerprint": "decides whether a saved run is reused, not what it computes (float32, machine-dependent)",
     "registry.same_function": "compares two fingerprints",
     "classifiers.train_classifier": "the instruments' weights are committed; their digest is in the probe",
@@ -98,12 +92,10 @@ UNPROBED: dict[str, str] = {
     "classifiers._split": "used only by train_classifier",
     "classifiers.calibrate": "used only by train_classifier",
     "classifiers.save_classifier": "used only by train_classifier",
-    "classifiers.get_classifier": "loads the committed weights through load_classifier, which the probe runs",
     "classifiers.classifier_accuracy": "reports the instrument's test accuracy, stored with its weights",
     "classifiers.main": "the program that trains the instruments",
-    "classifiers.MnistClassifier.__init__": "the committed instrument's class; load_classifier builds it in the probe",
+    "classifiers.get_classifier": "load_classifier (probed) when the committed weights exist, else train_classifier",
     "mnist._missing_message": "an error message",
-    "mnist.prepare_mnist": "copies and verifies the files; load_mnist runs it in the probe",
     "images.save_grid": "writes a PNG of grid_image, which the probe runs",
     "quality.real_floor": "real_floor = measure(random training images): both are probed",
     "run._StopFlag._handle": "a stop signal: the run stops and resumes bitwise (tests), it computes nothing else",
@@ -114,11 +106,6 @@ UNPROBED: dict[str, str] = {
 
 class KeyUnavailable(RuntimeError):
     """A component's key cannot be computed here (its data or instrument is missing)."""
-
-
-def component_of(module: str) -> str | None:
-    """The component whose probe covers ``module`` (a path relative to ``diffusion_lib/``), or None."""
-    return next((c for c, mods in COMPONENTS.items() if module in mods), None)
 
 
 # ---------------------------------------------------------------------------------------------- summaries

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..core.errors import DataError
+from ..core.paths import resolve
 from .cifar10 import load_cifar10
 from .folder import load_folder
 from .images import to_model_range
@@ -45,13 +46,14 @@ def load_split(dataset: str, root: str | Path = "data", train: bool = True, *, i
                channels: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """A split as ``(uint8 images (N, C, H, W), int64 labels (N,))``.
 
-    A ``folder`` (``root``) has one split, the training one, decoded at ``image_size`` with ``channels``.
+    A ``folder`` (``root``, relative to the project root like every path of a configuration) has one split, the
+    training one, decoded at ``image_size`` with ``channels``.
     """
     check_dataset(dataset)
     if dataset == "folder":
         if not train:
             raise DataError(f"an image folder ({root}) has only a training split")
-        return load_folder(root, image_size, channels)[:2]
+        return load_folder(resolve(root), image_size, channels)[:2]
     if dataset == "cifar10":
         x, y = load_cifar10(root, train=train)
         return x.permute(0, 3, 1, 2).contiguous(), y

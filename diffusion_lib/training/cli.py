@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -30,7 +31,7 @@ __all__ = ["main"]
 def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m diffusion_lib.train", description="Train a diffusion model.")
     p.add_argument("--config", help="YAML file (a training config, or a chapter file with a train: section); "
-                   "without it, the defaults (the README's table), which need --data")
+                   "without it, the defaults with the EMA's warm-up on, which need --data")
     p.add_argument("--data", metavar="DIR", help="train on the PNG, JPEG and WebP images in DIR and its subfolders "
                    "(dataset: folder, data_root: DIR)")
     p.add_argument("--image-size", type=int, help="override image_size (a folder's images are resized and "
@@ -40,7 +41,7 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     g.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.pt (or prev.pt)")
     g.add_argument("--fresh", action="store_true", help="start over; old checkpoints are moved aside")
     p.add_argument("--steps", type=int, help="override the number of steps")
-    p.add_argument("--out-dir", help="override out_dir")
+    p.add_argument("--out-dir", help="override out_dir (default with --data alone: runs/<the folder's name>)")
     p.add_argument("--device", help="override the device (auto, cpu, cuda)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -56,12 +57,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.config is None and args.data is None:
         print("error: give --config FILE, or --data DIR to train on a folder of images", file=sys.stderr)
         return 2
-    folder = {"dataset": "folder", "data_root": args.data} if args.data is not None else {}
-    overrides = {k: v for k, v in {**folder, "steps": args.steps, "out_dir": args.out_dir, "device": args.device,
+    # paths given on the command line are the shell's: relative to the current folder
+    here = lambda p: None if p is None else str(Path(p).resolve())  # noqa: E731
+    folder = {"dataset": "folder", "data_root": here(args.data)} if args.data is not None else {}
+    out_dir = here(args.out_dir or (f"runs/{Path(args.data).resolve().name}" if args.config is None else None))
+    overrides = {k: v for k, v in {**folder, "steps": args.steps, "out_dir": out_dir, "device": args.device,
                                    "image_size": args.image_size, "channels": args.channels}.items() if v is not None}
     try:
+        # without a file: the defaults, with the EMA's warm-up (a short run's average would still hold the
+        # random initial weights without it: chapter 05)
         cfg = load_train_config(args.config, overrides) if args.config else from_dict(
-            TrainConfig, overrides, source="the command line")
+            TrainConfig, {"ema_warmup": True, **overrides}, source="the command line")
         train(cfg, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
     except TrainingInterrupted as exc:
         print(f"\n{exc}".replace("--config <the same file>", _same(argv)), file=sys.stderr)
