@@ -107,10 +107,10 @@ def test_no_hidden_imports():
 
 
 def _copy_project(tmp_path: Path) -> Path:
-    dst = tmp_path / "proj"
-    for sub in ("chapters", "params", "diffusion_lib"):
-        shutil.copytree(ROOT / sub, dst / sub, ignore=shutil.ignore_patterns("__pycache__", "*.ipynb"))
-    return dst
+    """What the chapters' keys read (a key that cannot be computed would make every hash new each time)."""
+    from test_keys import _project
+
+    return _project(tmp_path)
 
 
 def _clear() -> None:

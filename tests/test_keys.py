@@ -28,6 +28,11 @@ def test_every_function_of_a_component_runs_in_its_probe():
         if event == "call":
             called.add((frame.f_code.co_filename, frame.f_code.co_firstlineno))
 
+    for mods in K.COMPONENTS.values():  # a cached function (lru_cache) would answer without running
+        for m in mods:
+            for obj in vars(importlib.import_module("diffusion_lib." + m[:-3].replace("/", "."))).values():
+                if callable(getattr(obj, "cache_clear", None)):
+                    obj.cache_clear()
     sys.setprofile(on_call)
     try:
         for c in K.COMPONENTS:
@@ -60,20 +65,18 @@ def test_every_function_of_a_component_runs_in_its_probe():
                for u in K.UNPROBED)
 
 
-def test_the_keys_do_not_depend_on_how_reductions_are_ordered():
-    """Two threads sum in another order than one: the keys, rounded to 6 digits, are the same (as on other CPUs)."""
-    import torch
+def test_the_keys_are_the_same_with_avx2_and_avx512_kernels():
+    """PyTorch picks its CPU kernels by the instruction set (AVX2 on older x86 machines, AVX512 on newer ones); the
+    keys, computed in float64 and rounded, must not change with it, or a chapter would be stale on another CPU."""
+    def keys_with(capability):
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": capability} if capability else dict(os.environ)
+        r = subprocess.run([sys.executable, "-m", "diffusion_lib.chapter.keys"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, check=True)
+        return json.loads(r.stdout)["keys"]
 
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = K.keys()
-        torch.set_num_threads(2)
-        two = K.keys()
-    finally:
-        torch.set_num_threads(threads)
-    assert one == two
-    assert not any(v.startswith("unavailable") for v in one.values()), one
+    native, avx2 = keys_with(None), keys_with("avx2")
+    assert native == avx2
+    assert not any(v.startswith("unavailable") for v in native.values()), native
 
 
 def _project(tmp_path: Path) -> Path:

@@ -188,7 +188,10 @@ def component_keys(root: Path = ROOT) -> dict:
     r = subprocess.run([sys.executable, "-m", f"{PACKAGE}.chapter.keys"], cwd=root, env=env, capture_output=True,
                        text=True)
     if r.returncode == 0:
-        return json.loads(r.stdout)
+        try:
+            return json.loads(r.stdout)
+        except ValueError:
+            pass
     why = (r.stderr.strip().splitlines() or ["no output"])[-1]
     return {"keys": {}, "modules": {}, "unavailable": f"the component keys could not be computed ({why})"}
 
@@ -216,7 +219,9 @@ def _hash(chapter_py: Path, params_file: Path, root: Path, seen: tuple[str, ...]
             components.add(c)
     keys = component_keys(root)
     for c in sorted(components) if "unavailable" not in keys else ["library"]:
-        h.update(f"{c}={keys['keys'].get(c, keys.get('unavailable', 'unavailable'))}".encode())
+        key = keys["keys"].get(c, "unavailable")
+        # a key that cannot be computed matches nothing, not even itself: the chapter stays stale until it can be
+        h.update(f"{c}={key}".encode() if not key.startswith("unavailable") else os.urandom(16))
     for up in upstream_chapters(chapter_py):
         h.update(up.encode())
         if up in seen:  # two chapters that name each other: each counts the other's own files once

@@ -4,8 +4,9 @@ A trained model, a sample set and a measurement depend on what the network,
 the diffusion maths, the trainer, the data and the instruments *compute*. Each
 of these components has a key: the hash of its outputs on a fixed probe,
 computed in float64 on fixed inputs and rounded to 6 significant digits, so it
-is the same on every x86 machine while any change of what the code computes
-(beyond the 6th digit) changes it. A private rename, a function moved between
+is the same with PyTorch's AVX2 and AVX512 kernels (a test compares them; its
+scalar fallback differs) while any change of what the code computes (beyond the
+6th digit, in what the probe runs) changes it. A private rename, a function moved between
 modules or a reformatting changes no key; an edit to a U-Net block changes
 ``network``, one to the FID code ``instrument``, and a new training option
 ``training`` (its default is part of every run's configuration).
@@ -58,7 +59,7 @@ from ..evaluation.comparison import arm_means, compare_arms, compare_to_base, po
 from ..evaluation.floor import against_floor, ratio_growth, wilson, z_value
 from ..evaluation.likelihood import discretized_gaussian_log_likelihood, nll_bits_per_dim, prior_kl, vlb_term
 from ..evaluation.quality import (QualityMeter, class_statistics, frechet_distance, kid_unbiased, measure_quality,
-                                  precision_recall)
+                                  precision_recall, real_floor)
 from ..nets.blocks import group_count, sinusoidal_features
 from ..nets.registry import all_finite, arch_fields, build_model, load_model, save_model
 from ..nets.unet import geometry_problem
@@ -97,7 +98,6 @@ UNPROBED: dict[str, str] = {
     "classifiers.get_classifier": "load_classifier (probed) when the committed weights exist, else train_classifier",
     "mnist._missing_message": "an error message",
     "images.save_grid": "writes a PNG of grid_image, which the probe runs",
-    "quality.real_floor": "real_floor = measure(random training images): both are probed",
     "run._StopFlag._handle": "a stop signal: the run stops and resumes bitwise (tests), it computes nothing else",
     "run.TrainingRun._interrupted": "the message of a stopped run",
     "run.TrainingRun.build.<locals>.<lambda>": "silences the ranks other than 0 under torchrun",
@@ -401,6 +401,14 @@ def _probe_instrument(tmp: Path) -> Any:
     out += [tuple(floor.ratio), a.row(), a.replicates, a.hist, a.labels, a.fid, a.kid, a.precision, a.recall, meter.difference(a, b),
             class_statistics(clf, fake), measure_quality(fake, real, clf, n_boot=3).row(), floor,
             ratio_growth(floor, against_floor(b, a))]
+    class Echo:  # a meter that returns what it is asked to measure: which real images make the floor
+        def measure(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    try:
+        out.append(real_floor(Echo(), 5, "mnist", "data", seed=3))  # type: ignore[arg-type]
+    except DataError as exc:
+        raise KeyUnavailable(f"the MNIST training images cannot be read ({str(exc).splitlines()[0]})") from exc
     fa, fb = torch.randn(30, 4, generator=_gen(7), dtype=torch.float64), torch.randn(30, 4, generator=_gen(8),
                                                                                       dtype=torch.float64)
     out += [frechet_distance(fa, fb + 0.5), kid_unbiased(fa, fb), precision_recall(fa, fb), z_value(0.9),
@@ -430,13 +438,12 @@ PROBES: dict[str, Callable[[Path], Any]] = {
 
 def probe(component: str) -> Any:
     """What ``component`` computes on its fixed probe, summarised (see :func:`_summary`)."""
-    state, dtype = torch.get_rng_state(), torch.get_default_dtype()
+    dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
+    try:  # the caller's random state (CPU and CUDA) is left as it was
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())), tempfile.TemporaryDirectory() as tmp:
             return _summary(PROBES[component](Path(tmp)))
     finally:
-        torch.set_rng_state(state)
         torch.set_default_dtype(dtype)
 
 

@@ -1,6 +1,6 @@
 """Your own images as a training set: every PNG, JPEG or WebP in a folder and its subfolders.
 
-Each image is decoded once: converted to grayscale (``channels: 1``) or RGB (3),
+Each image is decoded once: turned upright by its EXIF orientation, converted to grayscale (``channels: 1``) or RGB (3),
 resized so that its shorter side is ``image_size`` (bicubic, antialiased) and
 centre-cropped to a square. The decoded set is cached as one uint8 tensor under
 ``$XDG_CACHE_HOME/diffusion_lib/folders/`` (``~/.cache`` by default), keyed by the
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torchvision.transforms.functional as TF
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..core.errors import CheckpointError, DataError
@@ -32,7 +32,7 @@ from ..core.files import load_tagged, save_tagged
 __all__ = ["EXTENSIONS", "image_files", "load_folder", "cache_dir"]
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-CACHE_FORMAT = "diffusion_lib/image-folder/v1"
+CACHE_FORMAT = "diffusion_lib/image-folder/v2"
 
 
 def cache_dir() -> Path:
@@ -67,7 +67,7 @@ def _classes(root: Path, files: list[Path]) -> tuple[torch.Tensor, list[str]]:
 def _decode(path: Path, image_size: int, channels: int) -> torch.Tensor:
     with Image.open(path) as img:
         img.load()  # a truncated file fails here, not later
-        img = img.convert("L" if channels == 1 else "RGB")
+        img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")  # upright, as photos are shown
     img = TF.resize(img, image_size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
     return TF.pil_to_tensor(TF.center_crop(img, image_size))
 
@@ -91,27 +91,33 @@ def load_folder(root: str | Path, image_size: int, channels: int, *, progress: b
     labels, names = _classes(root, files)
     cache = cache_dir() / f"{_key(root, files, image_size, channels)}.pt"
     distributed = dist.is_available() and dist.is_initialized()
-    if distributed and dist.get_rank() != 0:
-        dist.barrier()  # rank 0 decodes and writes the cache
+    main = not distributed or dist.get_rank() == 0
+    if not main:
+        dist.barrier()  # rank 0 decodes and writes the cache (or fails and says why)
+        if not cache.exists():
+            raise DataError(f"rank 0 could not decode the images under {root}; its message says why")
     images = None
     if cache.exists():
         try:
             images = load_tagged(cache, CACHE_FORMAT, required=("images",))["images"]
         except CheckpointError:
-            images = None  # a damaged cache is decoded again and replaced
-    if images is None:
-        decoded, bad = [], []
-        for f in tqdm(files, desc=f"decoding {root}", unit="image", disable=None if progress else True, leave=False):
-            try:
-                decoded.append(_decode(f, image_size, channels))
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                bad.append(f"  {f}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-        if bad:
-            raise DataError(f"{len(bad)} of the {len(files)} images under {root} cannot be read; remove or replace "
-                            "them and run again:\n" + "\n".join(bad))
-        images = torch.stack(decoded)
-        if not distributed or dist.get_rank() == 0:
-            save_tagged(cache, CACHE_FORMAT, {"images": images, "files": len(files)})
-    if distributed and dist.get_rank() == 0:
-        dist.barrier()
+            images = None  # a damaged cache is decoded again (and replaced by rank 0)
+    try:
+        if images is None:
+            decoded, bad = [], []
+            for f in tqdm(files, desc=f"decoding {root}", unit="image", disable=None if progress else True,
+                          leave=False):
+                try:
+                    decoded.append(_decode(f, image_size, channels))
+                except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                    bad.append(f"  {f}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            if bad:
+                raise DataError(f"{len(bad)} of the {len(files)} images under {root} cannot be read; remove or "
+                                "replace them and run again:\n" + "\n".join(bad))
+            images = torch.stack(decoded)
+            if main:
+                save_tagged(cache, CACHE_FORMAT, {"images": images, "files": len(files)})
+    finally:
+        if distributed and main:
+            dist.barrier()  # the other ranks read the cache, or learn that there is none
     return images, labels, names

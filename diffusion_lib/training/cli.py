@@ -35,8 +35,8 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--data", metavar="DIR", help="train on the PNG, JPEG and WebP images in DIR and its subfolders "
                    "(dataset: folder, data_root: DIR)")
     p.add_argument("--image-size", type=int, help="override image_size (a folder's images are resized and "
-                   "centre-cropped to it)")
-    p.add_argument("--channels", type=int, choices=[1, 3], help="override channels: 1 grayscale, 3 RGB")
+                   "centre-cropped to it; the default is MNIST's 28)")
+    p.add_argument("--channels", type=int, choices=[1, 3], help="override channels: 1 grayscale (the default), 3 RGB")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.pt (or prev.pt)")
     g.add_argument("--fresh", action="store_true", help="start over; old checkpoints are moved aside")
