@@ -131,33 +131,35 @@ def test_a_rename_a_move_and_a_reformatting_leave_every_chapter_fresh(tmp_path):
     assert _hashes(proj) == before
 
 
+def _stale_after(proj: Path, change) -> set[str]:
+    """The chapters whose hash ``change()`` (an edit of the project copy) changes."""
+    before = _hashes(proj)
+    change()
+    after = _hashes(proj)
+    return {stem for stem in CHAPTERS if after[stem] != before[stem]}
+
+
 def test_an_edit_to_a_unet_block_makes_stale_the_chapters_that_build_unets(tmp_path):
     proj = _project(tmp_path)
-    before = _hashes(proj)
-    _edit(proj / "diffusion_lib/nets/blocks.py", "h = self.conv2(self.dropout(F.silu(self.norm2(h))))",
-          "h = self.conv2(self.dropout(F.gelu(self.norm2(h))))")
-    after = _hashes(proj)
-    stale = {stem for stem in CHAPTERS if after[stem] != before[stem]}
+    stale = _stale_after(proj, lambda: _edit(proj / "diffusion_lib/nets/blocks.py",
+                                             "h = self.conv2(self.dropout(F.silu(self.norm2(h))))",
+                                             "h = self.conv2(self.dropout(F.gelu(self.norm2(h))))"))
     assert stale == _using(proj, "network") and "03_train" in stale  # 02 builds a DiffusionProcess: a U-Net
 
 
 def test_an_edit_to_the_fid_code_makes_stale_only_the_chapters_that_measure(tmp_path):
     proj = _project(tmp_path)
-    before = _hashes(proj)
-    _edit(proj / "diffusion_lib/evaluation/quality.py", "s1, s2 = torch.cov(f1.T), torch.cov(f2.T)",
-          "s1, s2 = torch.cov(f1.T, correction=0), torch.cov(f2.T, correction=0)")
-    after = _hashes(proj)
-    stale = {stem for stem in CHAPTERS if after[stem] != before[stem]}
+    stale = _stale_after(proj, lambda: _edit(proj / "diffusion_lib/evaluation/quality.py",
+                                             "s1, s2 = torch.cov(f1.T), torch.cov(f2.T)",
+                                             "s1, s2 = torch.cov(f1.T, correction=0), torch.cov(f2.T, correction=0)"))
     assert stale == _using(proj, "instrument") == {"04_schedules", "05_recipe", "06_interpolation", "07_gan",
                                                     "08_cifar10", "09_ddim"}
 
 
 def test_a_key_that_cannot_be_computed_makes_its_chapters_stale(tmp_path):
     proj = _project(tmp_path)
-    before = _hashes(proj)
-    (proj / "results/instruments/mnist_classifier.pt").unlink()
-    after = _hashes(proj)
-    assert {stem for stem in CHAPTERS if after[stem] != before[stem]} == _using(proj, "instrument")
+    stale = _stale_after(proj, (proj / "results/instruments/mnist_classifier.pt").unlink)
+    assert stale == _using(proj, "instrument")
     assert staleness.component_keys(proj)["keys"]["instrument"].startswith("unavailable")
 
 
