@@ -14,11 +14,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 
 # what each page must answer, found in its rendered text
 ANSWERS = {
-    "04_schedules": ["Q1: schedules", "Q2: where the model struggles"],
-    "06_interpolation": ["Answer to Q3"],
-    "07_gan": ["Training stability", "Sample quality", "Diversity", "Computational requirements", "Memorisation"],
-    "08_cifar10": ["Comparison with MNIST"],
-    "09_ddim": ["Speed.", "Quality.", "Number of steps and eta."],
+    "04_schedules": ["How quality is measured", "Q1: schedules", "Q2: where the model struggles"],
+    "06_interpolation": ["Q3: interpolation"],
+    "07_gan": ["Stability.", "Quality and diversity.", "Cost.", "Q4: diffusion against a GAN"],
+    "08_cifar10": ["EC1: CIFAR-10"],
+    "09_ddim": ["Where more steps stop paying", "EC2: DDIM against DDPM"],
     "answers": ["Q1.", "Q2.", "Q3.", "Q4.", "CIFAR-10 against MNIST", "DDIM against DDPM", "Limitations"],
     "references": ["Denoising Diffusion Probabilistic Models"],
 }
@@ -69,6 +69,16 @@ def test_reference_results_are_not_stale():
     profile = reference_profile()
     stale = stale_chapters(profile)
     assert not stale, f"re-execute these {profile} chapters: {stale} (tools/run_chapters.py --profile {profile} --only ...)"
+
+
+def test_answers_are_short():
+    """Each answer the reference run wrote is at most 150 words of prose, the six together at most 1,500."""
+    words = {}
+    for f in sorted((ROOT / "results" / reference_profile() / "answers").glob("*.md")):
+        prose = re.sub(r"\$[^$]*\$|\[?@[\w:-]+\]?", " ", f.read_text().split("\nEvidence:")[0])
+        words[f.stem] = len(re.findall(r"[A-Za-z0-9][\w.,'%/+-]*", prose))
+    assert len(words) == 6, words
+    assert max(words.values()) <= 150 and sum(words.values()) <= 1500, words
 
 
 # ----------------------------------------------------------------------------- the renderer's Quarto subset
