@@ -222,8 +222,7 @@ table(stab, index=True)
 #
 # - **FID** [@heusel2017] fits a Gaussian to each cloud and measures how far
 #   apart they are:
-#   $\lVert\mu_s-\mu_r
-# Vert^2 + \operatorname{tr}ig(\Sigma_s+\Sigma_r-2(\Sigma_s\Sigma_r)^{1/2}ig)$.
+#   $\lVert\mu_s-\mu_r\rVert^2 + \operatorname{tr}\big(\Sigma_s+\Sigma_r-2(\Sigma_s\Sigma_r)^{1/2}\big)$.
 #   Lower is better. Estimated from $N$ images it is biased upwards, the more so
 #   the smaller $N$: two sets of real digits do not give 0 but the **floor**,
 #   which each table prints at its own $N$. Read an FID against the floor at the
@@ -343,11 +342,11 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## Every noise level: DDPM on a subset
+# ## Every noise level: full DDPM on the first seed
 #
 # Full DDPM takes all $T$ steps, so it visits every noise level of every
-# schedule; it is too slow for every model, so the first seed's models draw a
-# set of the same size (@tbl-sched-ddpm). The intervals are the bootstrap's over
+# schedule; it is too slow for every model, so only the first seed's models
+# draw with it (@tbl-sched-ddpm gives N). The intervals are the bootstrap's over
 # samples (one seed), and the schedules are compared on paired samples, since
 # they start from the same noise.
 

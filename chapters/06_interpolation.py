@@ -39,10 +39,11 @@
 # frames is a step, and a path is smooth when its steps are even, abrupt when
 # one step carries most of its length. Steps are measured in pixels and in the
 # classifier's feature space (the one FID uses, @sec-quality); the features are
-# built to change fastest where the predicted digit flips, so they see a class
-# boundary as a jump even where the pixels change gradually. To tell a fast but continuous change from a true jump, the largest
-# step of some paths is cut into finer frames: a continuous map spreads it over
-# the new frames, a discontinuity keeps it in one.
+# trained to separate the digits, so they can see a class boundary as a jump
+# even where the pixels change gradually. To tell a fast but continuous change
+# from a true jump, the largest feature step of some paths is cut into finer
+# frames: a continuous map spreads it over the new frames, a discontinuity
+# keeps it in one.
 
 # %% tags=["parameters"]
 #| include: false
@@ -202,8 +203,8 @@ table(summary, index=True)
 # %% [markdown]
 # ## A fast change or a jump?
 #
-# For the first paths of each kind, the segment with the largest step is cut into
-# finer frames and decoded again (@fig-interp-refine). If the decoder is
+# For the first paths of each kind, the segment where the classifier's features
+# change most is cut into finer frames and decoded again (@fig-interp-refine). If the decoder is
 # continuous there, the finer steps share the segment's change; if it jumps, one
 # of them still carries nearly all of it (@tbl-interp-refine).
 
@@ -222,14 +223,14 @@ fine = {k: path_stats(classifier, refined[k], refine_frames) for k in PATHS}
 
 # %%
 #| label: fig-interp-refine
-#| fig-cap: "The largest step of the first spherical paths, cut into finer frames: each row runs from the frame before the step to the frame after it."
+#| fig-cap: "The largest feature step of the first spherical paths, cut into finer frames: each row runs from the frame before the step to the frame after it."
 show_strips([refined["spherical"][i * refine_frames:(i + 1) * refine_frames] for i in range(min(n_refine, 4))],
             [f"pair {i}" for i in range(min(n_refine, 4))])
 plt.show()
 
 # %%
 #| label: tbl-interp-refine
-#| tbl-cap: "Inside the largest step of each refined path: the largest fine step's share of the segment, in the classifier's features and in pixels (1 / (frames - 1) if the change is spread evenly, 1 if it is one jump), mean and range over the refined paths."
+#| tbl-cap: "Inside the largest feature step of each refined path: the largest fine step's share of the segment, in the classifier's features and in pixels (1 / (frames - 1) if the change is spread evenly, 1 if it is one jump), mean and range over the refined paths."
 even = 1 / (refine_frames - 1)
 shares = {(k, "features"): torch.tensor([largest_step_share(p.steps) for p in fine[k]]) for k in PATHS}
 shares |= {(k, "pixels"): torch.tensor([largest_step_share(st) for st in pixel_steps(refined[k], refine_frames)])
@@ -254,7 +255,11 @@ q3 = Answer(ch.results, "q3")
 sph, lin = summary.loc["spherical"], summary.loc["linear"]
 K = n_frames - 1
 broken_stick = sum(1 / i for i in range(1, K + 1)) / K
-jump = {space: float(shares["spherical", space].mean()) > 0.5 for space in ("features", "pixels")}
+fine_stick = sum(1 / i for i in range(1, refine_frames)) / (refine_frames - 1)  # the same for the finer steps
+fine_px, fine_f = (float(shares["spherical", space].mean()) for space in ("pixels", "features"))
+inside = {(True, False): "the features, built to flip with the digit, jump where the pixels change gradually",
+          (True, True): "neither changes abruptly there", (False, False): "both change abruptly there",
+          (False, True): "the pixels change more abruptly than the features"}[fine_px < fine_stick, fine_f < fine_stick]
 pos = ("less than" if sph["largest pixel-step share hi"] < broken_stick else
        "more than" if sph["largest pixel-step share lo"] > broken_stick else "about")
 pct = lambda col: f"{sph[col]:.0%} [{sph[col + ' lo']:.0%}, {sph[col + ' hi']:.0%}]"  # noqa: E731
@@ -262,15 +267,15 @@ display(q3.add(claim(
     f"**Q3: interpolation.** Between two random $x_T$, a spherical path decoded by deterministic DDIM changes the "
     "digit continuously in its pixels but not at an even pace: the largest of its "
     f"{K} steps carries {pct('largest pixel-step share')} of the path's length in pixels, more than the {1 / K:.0%} "
-    f"of even steps and {pos} the {broken_stick:.0%} of steps of random length. Cut into {refine_frames - 1} finer steps, the largest step "
-    f"{'keeps its change in one of them (a jump)' if jump['pixels'] else 'spreads its change over them'} in pixels; "
-    f"in the classifier's features, which move fastest where the predicted digit flips, it "
-    f"{'stays one jump' if jump['features'] else 'spreads too'}. A path changes digit {sph['class changes']:.1f} times "
+    f"of even steps and {pos} the {broken_stick:.0%} of steps of random length. Cut into {refine_frames - 1} finer "
+    f"steps, the step where the classifier's features change most puts {fine_px:.0%} of its pixel change and "
+    f"{fine_f:.0%} of its feature change into the largest of them (even {1 / (refine_frames - 1):.0%}, random "
+    f"{fine_stick:.0%}, one jump 100%): {inside}. A path changes digit {sph['class changes']:.1f} times "
     f"on average and {sph['via a third digit']:.0%} pass through a third digit. A linear path leaves the Gaussian "
     f"shell (midpoint norm {mid['linear']:.1f} against about {d ** 0.5:.1f}) and its midpoint digits fade (ink "
     f"{lin['midpoint ink']:.3f} [{lin['midpoint ink lo']:.3f}, {lin['midpoint ink hi']:.3f}] against "
     f"{lin['end ink']:.3f} at the ends); slerp keeps both.",
-    not jump["pixels"] and sph["largest pixel-step share lo"] > 1 / K and mid["linear"] < mid["spherical"]
+    fine_px < fine_stick and sph["largest pixel-step share lo"] > 1 / K and mid["linear"] < mid["spherical"]
     and lin["midpoint ink hi"] < lin["end ink"] and lin["midpoint ink hi"] < sph["midpoint ink lo"],
 )))
 

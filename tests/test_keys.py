@@ -156,6 +156,18 @@ def test_an_edit_to_the_fid_code_makes_stale_only_the_chapters_that_measure(tmp_
                                                     "08_cifar10", "09_ddim"}
 
 
+def test_a_chapter_s_prose_is_its_own_and_its_code_reaches_its_readers(tmp_path):
+    """A Markdown cell of chapter 03 makes only 03 stale; its code, every chapter that reads 03's artifacts."""
+    proj = _project(tmp_path)
+    chapter = proj / "chapters/03_train.py"
+    readers = {stem for stem in CHAPTERS if "03_train" in staleness.upstream_chapters(proj / "chapters" / f"{stem}.py")}
+    assert _stale_after(proj, lambda: _edit(chapter, "# Training follows Algorithm 1", "# Training is Algorithm 1")) \
+        == {"03_train"}
+    assert _stale_after(proj, lambda: _edit(chapter, "sample_seed = 1234", "sample_seed = 4321")) \
+        == {"03_train"} | readers
+    assert {"05_recipe", "09_ddim"} <= readers
+
+
 def test_a_key_that_cannot_be_computed_makes_its_chapters_stale(tmp_path):
     proj = _project(tmp_path)
     stale = _stale_after(proj, (proj / "results/instruments/mnist_classifier.pt").unlink)

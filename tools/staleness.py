@@ -17,7 +17,8 @@ A chapter's recorded ``code`` key (``results/<profile>/timings.json``) covers:
   - any other module by its source (towards stale, never towards fresh);
 - the key of every chapter whose artifacts it reads (another chapter's folder,
   such as ``03_train``, named in its source), so retraining chapter 03 makes the
-  chapters that load its model stale too.
+  chapters that load its model stale too; that key leaves out the other
+  chapter's Markdown cells, which change what it says, not what it computes.
 
 A component whose key cannot be computed here (no data, no instrument, no
 PyTorch) makes the chapters that depend on it stale. A module's source is
@@ -126,6 +127,7 @@ def upstream_chapters(chapter_py: Path) -> list[str]:
 
 
 _JUPYTEXT_HEADER = re.compile(r"\A# ---\n(?:#.*\n)*?# ---\n")
+_MARKDOWN_CELL = re.compile(r"^# ?%% \[markdown\].*\n(?:#(?!\s?%%).*\n|\n)*", re.M)  # a percent-format Markdown cell
 
 
 def _docstring_starts(tree: ast.AST) -> set[tuple[int, int]]:
@@ -163,14 +165,19 @@ def _code(text: str, path: Path) -> str:
     return " ".join(out)
 
 
-def canonical(f: Path, module: bool) -> bytes:
-    """The part of a file (a library ``module`` or not) that a chapter's results depend on (see the module docstring)."""
+def canonical(f: Path, module: bool, code_only: bool = False) -> bytes:
+    """The part of a file (a library ``module`` or not) that a chapter's results depend on (see the module docstring).
+
+    ``code_only``: a chapter without its Markdown cells, for the chapters that read its artifacts.
+    """
     if not f.exists():
         return b"(missing)"
     text = f.read_text()
     if module:
         return _code(text, f).encode()
     text = _JUPYTEXT_HEADER.sub("", text)
+    if code_only:
+        text = _MARKDOWN_CELL.sub("", text)
     lines = [line.rstrip() for line in text.strip().splitlines()]
     if f.suffix == ".yaml":  # a parameter file's comment lines (they hold no block scalars, where # is text)
         lines = [line for line in lines if not line.lstrip().startswith("#")]
@@ -202,11 +209,12 @@ def _component(root: Path, f: Path) -> str | None:
 
 
 @lru_cache(maxsize=None)
-def _hash(chapter_py: Path, params_file: Path, root: Path, seen: tuple[str, ...] = ()) -> str:
+def _hash(chapter_py: Path, params_file: Path, root: Path, seen: tuple[str, ...] = (),
+          code_only: bool = False) -> str:
     h = hashlib.sha256()
     for f in (chapter_py, params_file):
         h.update(f.relative_to(root).as_posix().encode())
-        h.update(canonical(f, module=False))
+        h.update(canonical(f, module=False, code_only=code_only))
     components = set()
     for f in library_dependencies(chapter_py, root):
         c = _component(root, f)
@@ -227,7 +235,7 @@ def _hash(chapter_py: Path, params_file: Path, root: Path, seen: tuple[str, ...]
         if up in seen:  # two chapters that name each other: each counts the other's own files once
             continue
         h.update(_hash(chapter_py.with_name(f"{up}.py"), params_file.with_name(f"{up}.yaml"), root,
-                       seen + (chapter_py.stem,)).encode())
+                       seen + (chapter_py.stem,), code_only=True).encode())
     return h.hexdigest()[:16]
 
 
