@@ -21,6 +21,9 @@
 # Training follows Algorithm 1 of @ho2020: draw a batch of digits $x_0$, a step
 # $t \sim \mathcal{U}\{1, \dots, T\}$ and noise $\epsilon \sim \mathcal{N}(0, I)$
 # per image, and take a gradient step on the simplified objective (their eq. 14)
+# below. The code counts the steps from 0, as arrays do: its $t = 0, \dots, T-1$
+# are the paper's $t = 1, \dots, T$, and every $t$ printed in this book is the
+# code's.
 #
 # $$L_\text{simple} = \big\lVert \epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big) \big\rVert^2 .$$
 #
@@ -172,12 +175,15 @@ plt.show()
 # %% [markdown]
 # ## Generated digits {#sec-samples}
 #
-# Sampling is Algorithm 2 of @ho2020: start from $x_T \sim \mathcal{N}(0, I)$
+# Sampling follows Algorithm 2 of @ho2020: start from $x_T \sim \mathcal{N}(0, I)$
 # and apply the learned reverse step $T$ times. Each step predicts
 # $\hat\epsilon = \epsilon_\theta(x_t, t)$, forms
 # $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\hat\epsilon)/\sqrt{\bar\alpha_t}$,
 # clips it to $[-1, 1]$, and draws $x_{t-1}$ from the Gaussian posterior
-# $q(x_{t-1} \mid x_t, \hat x_0)$ with variance $\tilde\beta_t$ (their eqs. 6-7):
+# $q(x_{t-1} \mid x_t, \hat x_0)$ with variance $\tilde\beta_t$ (their eqs. 6-7).
+# The clipping is not in the paper's Algorithm 2, which writes the mean with
+# $\hat\epsilon$ alone; the authors' released code clips, and so does the
+# library by default (`clip_x0`). Without it the two means are the same:
 #
 # {{< include /_source/ddpm_sample.md >}}
 
