@@ -257,25 +257,24 @@ K = n_frames - 1
 broken_stick = sum(1 / i for i in range(1, K + 1)) / K
 fine_stick = sum(1 / i for i in range(1, refine_frames)) / (refine_frames - 1)  # the same for the finer steps
 fine_px, fine_f = (float(shares["spherical", space].mean()) for space in ("pixels", "features"))
-inside = {(True, False): "the features, built to flip with the digit, jump where the pixels change gradually",
-          (True, True): "neither changes abruptly there", (False, False): "both change abruptly there",
-          (False, True): "the pixels change more abruptly than the features"}[fine_px < fine_stick, fine_f < fine_stick]
+lead = ("smooth in its pixels, though not evenly paced" if fine_px < fine_stick else
+        "not evenly smooth: the digit changes in a few fast transitions, not jumps at this resolution"
+        if fine_px < 0.5 else "not smooth: the digit jumps")
 pos = ("less than" if sph["largest pixel-step share hi"] < broken_stick else
        "more than" if sph["largest pixel-step share lo"] > broken_stick else "about")
 pct = lambda col: f"{sph[col]:.0%} [{sph[col + ' lo']:.0%}, {sph[col + ' hi']:.0%}]"  # noqa: E731
 display(q3.add(claim(
-    f"**Q3: interpolation.** Between two random $x_T$, a spherical path decoded by deterministic DDIM changes the "
-    "digit continuously in its pixels but not at an even pace: the largest of its "
-    f"{K} steps carries {pct('largest pixel-step share')} of the path's length in pixels, more than the {1 / K:.0%} "
-    f"of even steps and {pos} the {broken_stick:.0%} of steps of random length. Cut into {refine_frames - 1} finer "
-    f"steps, the step where the classifier's features change most puts {fine_px:.0%} of its pixel change and "
-    f"{fine_f:.0%} of its feature change into the largest of them (even {1 / (refine_frames - 1):.0%}, random "
-    f"{fine_stick:.0%}, one jump 100%): {inside}. A path changes digit {sph['class changes']:.1f} times "
+    f"**Q3: interpolation.** A spherical path between two random $x_T$, decoded by deterministic DDIM, is {lead}. "
+    f"The largest of its {K} steps carries {pct('largest pixel-step share')} of the path's length in pixels, more "
+    f"than the {1 / K:.0%} of even steps and {pos} the {broken_stick:.0%} of steps of random length. Cut into "
+    f"{refine_frames - 1}, the step where the classifier's features change most puts {fine_px:.0%} of its pixel "
+    f"change and {fine_f:.0%} of its feature change into one fine step (even {1 / (refine_frames - 1):.0%}, random "
+    f"{fine_stick:.0%}, a jump 100%). A path changes digit {sph['class changes']:.1f} times "
     f"on average and {sph['via a third digit']:.0%} pass through a third digit. A linear path leaves the Gaussian "
     f"shell (midpoint norm {mid['linear']:.1f} against about {d ** 0.5:.1f}) and its midpoint digits fade (ink "
     f"{lin['midpoint ink']:.3f} [{lin['midpoint ink lo']:.3f}, {lin['midpoint ink hi']:.3f}] against "
     f"{lin['end ink']:.3f} at the ends); slerp keeps both.",
-    fine_px < fine_stick and sph["largest pixel-step share lo"] > 1 / K and mid["linear"] < mid["spherical"]
+    sph["largest pixel-step share lo"] > 1 / K and mid["linear"] < mid["spherical"]
     and lin["midpoint ink hi"] < lin["end ink"] and lin["midpoint ink hi"] < sph["midpoint ink lo"],
 )))
 
@@ -283,8 +282,8 @@ display(q3.add(claim(
 display(Markdown(
     "What this says about the latent space: $x_T$ is not a compressed code like a VAE's or a GAN's latent; it has "
     "the full dimension of the image, and the model has only ever seen it on the Gaussian shell. On that shell the "
-    "deterministic sampler maps nearby noise to nearby images, and the regions that decode to each digit are large: "
-    f"a great circle between two random points crosses {sph['class changes']:.1f} class boundaries on average. "
+    "regions that decode to each digit are large (a great circle between two random points crosses "
+    f"{sph['class changes']:.1f} class boundaries on average). "
     "Off the shell (the linear path's midpoint) the inputs are atypical for the network, and the images show it: "
     "fainter digits with less ink."
 ))
