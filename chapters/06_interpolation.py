@@ -257,19 +257,19 @@ K = n_frames - 1
 broken_stick = sum(1 / i for i in range(1, K + 1)) / K
 fine_stick = sum(1 / i for i in range(1, refine_frames)) / (refine_frames - 1)  # the same for the finer steps
 fine_px, fine_f = (float(shares["spherical", space].mean()) for space in ("pixels", "features"))
+jumps = {space: int((shares["spherical", space] > 0.5).sum()) for space in ("pixels", "features")}
 lead = ("smooth in its pixels, though not evenly paced" if fine_px < fine_stick else
-        "not evenly smooth: the digit changes in a few fast transitions, not jumps at this resolution"
-        if fine_px < 0.5 else "not smooth: the digit jumps")
-pos = ("less than" if sph["largest pixel-step share hi"] < broken_stick else
-       "more than" if sph["largest pixel-step share lo"] > broken_stick else "about")
+        "not evenly smooth: the digit changes in a few fast transitions" if 2 * jumps["pixels"] < n_refine else
+        "not smooth: the digit jumps")
 pct = lambda col: f"{sph[col]:.0%} [{sph[col + ' lo']:.0%}, {sph[col + ' hi']:.0%}]"  # noqa: E731
 display(q3.add(claim(
     f"**Q3: interpolation.** A spherical path between two random $x_T$, decoded by deterministic DDIM, is {lead}. "
-    f"The largest of its {K} steps carries {pct('largest pixel-step share')} of the path's length in pixels, more "
-    f"than the {1 / K:.0%} of even steps and {pos} the {broken_stick:.0%} of steps of random length. Cut into "
-    f"{refine_frames - 1}, the step where the classifier's features change most puts {fine_px:.0%} of its pixel "
-    f"change and {fine_f:.0%} of its feature change into one fine step (even {1 / (refine_frames - 1):.0%}, random "
-    f"{fine_stick:.0%}, a jump 100%). A path changes digit {sph['class changes']:.1f} times "
+    f"The largest of its {K} steps carries {pct('largest pixel-step share')} of the path's length in pixels (even "
+    f"steps {1 / K:.0%}, steps of random length {broken_stick:.0%}). Cut into {refine_frames - 1}, the step where "
+    f"the classifier's features change most puts {fine_px:.0%} of its pixel change and {fine_f:.0%} of its feature "
+    f"change into one fine step (even {even:.0%}, random {fine_stick:.0%}); more than half goes into one fine step "
+    f"in {jumps['pixels']} of {n_refine} paths in pixels and {jumps['features']} in features. A path changes digit "
+    f"{sph['class changes']:.1f} times "
     f"on average and {sph['via a third digit']:.0%} pass through a third digit. A linear path leaves the Gaussian "
     f"shell (midpoint norm {mid['linear']:.1f} against about {d ** 0.5:.1f}) and its midpoint digits fade (ink "
     f"{lin['midpoint ink']:.3f} [{lin['midpoint ink lo']:.3f}, {lin['midpoint ink hi']:.3f}] against "

@@ -270,9 +270,10 @@ ci = lambda r, m: f"{getattr(r, m):.2f} [{r.intervals[m][0]:.2f}, {r.intervals[m
 epochs = summary["images_seen"] / (cfg.train_subset or 50000)
 display(answer.add(claim(
     f"**EC1: CIFAR-10.** The same recipe learns photographs far less well than digits: in recall, the share of "
-    f"real images whose neighbourhood the samples reach, the CIFAR-10 model's samples reach {ci(q, 'recall')} where "
-    f"real photographs reach {floor.recall:.2f}, while the MNIST model's reach {ci(m_q, 'recall')} against "
-    f"{m_floor.recall:.2f} for real digits. Its images have {3 * 32 * 32:,} dimensions against {28 * 28}; this "
+    "real images whose neighbourhood the samples reach, each measured by its dataset's own instrument against real "
+    f"images, the CIFAR-10 model's samples reach {ci(q, 'recall')} where real photographs reach "
+    f"{floor.recall:.2f}, while the MNIST model's reach {ci(m_q, 'recall')} against {m_floor.recall:.2f} for real "
+    f"digits. CIFAR-10 images have {3 * 32 * 32:,} dimensions against {28 * 28}; this "
     f"profile's model ({summary['parameters']:,} parameters, MNIST's {mnist_sum['parameters']:,}) trained "
     f"{summary['train_seconds'] / 60:.0f} min ({epochs:.1f} epochs)"
     + (" and draws colour layouts and blurry shapes, not objects" if ch.device.type == "cpu" else "")

@@ -72,15 +72,16 @@ def test_reference_results_are_not_stale():
     assert not stale, f"re-execute these {profile} chapters: {stale} (tools/run_chapters.py --profile {profile} --only ...)"
 
 
-def test_answers_are_short():
-    """Each answer the reference run wrote is at most 150 words of prose, the six together at most 1,500."""
+def test_answers_are_short_and_lead_with_their_verdict():
+    """Each answer the reference run wrote opens with its bold lead and holds 40 to 150 words of prose."""
     words = {}
     for f in sorted((ROOT / "results" / reference_profile() / "answers").glob("*.md")):
         text = html.unescape(re.sub(r"<[^>]+>", " ", f.read_text())).replace("⚠ Claim not supported by this run:", "")
         prose = re.sub(r"\$[^$]*\$|\[?@[\w:-]+\]?", " ", text.split("\nEvidence:")[0])
         words[f.stem] = len(re.findall(r"[A-Za-z0-9][\w.,'%/+-]*", prose))
-    assert len(words) == 6, words
-    assert max(words.values()) <= 150 and sum(words.values()) <= 1500, words
+        assert re.match(r'\s*(\*\*|<div class="claim-warning"[^>]*><b>[^<]*</b> <b>)', f.read_text()), \
+            f"{f.name} does not open with its bold lead"
+    assert len(words) == 6 and all(40 <= n <= 150 for n in words.values()), words
 
 
 # ----------------------------------------------------------------------------- the renderer's Quarto subset

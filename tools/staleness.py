@@ -18,7 +18,9 @@ A chapter's recorded ``code`` key (``results/<profile>/timings.json``) covers:
 - the key of every chapter whose artifacts it reads (another chapter's folder,
   such as ``03_train``, named in its source), so retraining chapter 03 makes the
   chapters that load its model stale too; that key leaves out the other
-  chapter's Markdown cells, which change what it says, not what it computes.
+  chapter's Markdown cells, which change what it says, not what it computes
+  (so a chapter reads only what another chapter's code decides: its trained
+  model and summaries, not the figures a re-execution redraws).
 
 A component whose key cannot be computed here (no data, no instrument, no
 PyTorch) makes the chapters that depend on it stale. A module's source is
