@@ -48,6 +48,7 @@ from ..data.datasets import check_dataset, load_split, random_subset
 from ..data.folder import cache_dir, image_files, load_folder
 from ..data.images import grid_image, hwc_to_model_range, to_model_range, to_uint8, to_unit_range
 from ..diffusion.generate import SamplerSpec, decode, generate
+from ..diffusion.guidance import Guided
 from ..diffusion.interpolation import lerp, slerp
 from ..diffusion.losses import loss_weights, simple_loss, timestep_losses
 from ..diffusion.portable_noise import portable_normal
@@ -66,7 +67,7 @@ from ..nets.unet import geometry_problem
 from ..training.config import ModelSection, TrainConfig, load_train_config
 from ..training.log import read_metrics, read_summary
 from ..training.process import DiffusionProcess
-from ..training.run import finished_run, reuse_problem, reuse_verdict, train, training_images
+from ..training.run import finished_run, reuse_problem, reuse_verdict, train, training_images, training_labels
 from ..training.trainer import ema_initial_weight, ema_warmup_reaches, use_bf16_autocast
 
 __all__ = ["COMPONENTS", "UNPROBED", "component_key", "keys", "KeyUnavailable"]
@@ -82,6 +83,9 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "instrument": ("evaluation/classifiers.py", "evaluation/quality.py", "evaluation/floor.py",
                    "evaluation/comparison.py"),
     "likelihood": ("evaluation/likelihood.py",),
+    # the conditional network and its training are in the network and training modules, but only this probe runs
+    # them: a change there makes stale the chapters that guide (chapter 10), not those of unconditional models
+    "guidance": ("diffusion/guidance.py",),
 }
 
 # functions of the components' modules that no probe runs, and why that cannot hide a change of results
@@ -430,9 +434,64 @@ def _probe_likelihood(tmp: Path) -> Any:
             discretized_gaussian_log_likelihood(x0, x0 * 0.9, torch.full_like(x0, 0.1))]
 
 
+def _probe_guidance(tmp: Path) -> Any:
+    """The conditional U-Net (labels, "no label", their errors), guided predictions through a sampler, and a
+    conditional training run (what it feeds the trainer: batches, labels after dropout, steps, noise)."""
+    cfg = {**NETWORKS[0], "arch": "conditional", "num_classes": 3, "p_uncond": 0.25}
+    torch.manual_seed(7)
+    model = _float64(build_model(cfg)).eval()
+    g = _gen(107)
+    for p in model.parameters():
+        p.data += 0.1 * torch.randn(p.shape, generator=g)
+    x = torch.randn(3, 1, 28, 28, generator=_gen(8))
+    t, y = torch.tensor([0, 500, 999]), torch.tensor([0, 2, 3])
+    out: list[Any] = [model.config.to_dict(), model.null_label, model(x, t), model(x, t, y), model(x, t, torch.tensor(1)),
+                      model.embed_time(t), model.embed_label(t, y)]
+    s = NoiseSchedule.from_name("linear", 1000)
+    for w, batched in ((0, True), (1, True), (2.5, True), (2.5, False)):
+        guided = Guided(model, torch.tensor([1, 0, 2]) if not batched else 1, w, batched)
+        out += [guided(x, t), SamplerSpec("ddim", 3).run(guided, s, x)]
+    plain = build_model(NETWORKS[0])
+    errors = [lambda: model(x, t, torch.tensor([0, 1])), lambda: plain(x, t, y), lambda: Guided(plain, 0, 1.0),
+              lambda: Guided(model, 3, 1.0), lambda: Guided(model, 0, -1.0),
+              lambda: build_model({**cfg, "num_classes": 1}), lambda: build_model({**cfg, "p_uncond": 0.0})]
+    for bad in errors:
+        try:
+            bad()
+            out.append("no error")
+        except ValueError as exc:
+            out.append(str(exc))
+    b = TensorBatches(torch.arange(10)[:, None], 3, seed=4, labels=torch.arange(10) % 3)
+    out += [[b.next_labelled() for _ in range(4)], b.next()]
+    run = TrainConfig(dataset="mnist", data_root="data", noise_steps=20, steps=3, batch_size=4, train_subset=12,
+                      warmup_steps=1, sample_n=2, checkpoint_every=2, out_dir=str(tmp / "run"), device="cpu",
+                      deterministic=True, model=ModelSection(arch="conditional", base_channels=8, channel_mults=(1, 2),
+                                                             time_dim=8, attention=False))
+    fed: list[Any] = []
+    original = DiffusionProcess.train_step
+
+    def recorded(self: DiffusionProcess, x: torch.Tensor, t: Any = None, noise: Any = None, labels: Any = None) -> float:
+        fed.append([x, t, noise, labels])
+        return original(self, x, t, noise, labels)
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    DiffusionProcess.train_step = recorded  # type: ignore[method-assign]
+    torch.set_default_dtype(torch.float32)
+    try:
+        result = train(run, progress=False, log=lambda *_: None)
+        out += [training_labels(run), fed, load_model(result.model_path)[0].config.to_dict()]
+    except DataError as exc:
+        raise KeyUnavailable(f"the MNIST training images cannot be read ({str(exc).splitlines()[0]})") from exc
+    finally:
+        DiffusionProcess.train_step = original  # type: ignore[method-assign]
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_default_dtype(torch.float64)
+    return out
+
+
 PROBES: dict[str, Callable[[Path], Any]] = {
     "network": _probe_network, "diffusion": _probe_diffusion, "training": _probe_training, "data": _probe_data,
-    "instrument": _probe_instrument, "likelihood": _probe_likelihood,
+    "instrument": _probe_instrument, "likelihood": _probe_likelihood, "guidance": _probe_guidance,
 }
 
 

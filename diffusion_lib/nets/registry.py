@@ -18,16 +18,18 @@ from torch import nn
 from ..core.errors import CheckpointError
 from ..core.files import load_tagged, save_tagged
 from .additive_unet import ColorUNet, ColorUNetConfig
-from .concat_unet import DiffusionModel, UNetConfig
+from .concat_unet import ConditionalConfig, ConditionalModel, DiffusionModel, UNetConfig
 from .unet import UNet
 
 __all__ = ["ARCHS", "build_model", "arch_fields", "save_model", "load_model", "MODEL_FORMAT", "fingerprint",
            "same_function", "all_finite"]
 
 # "concat": the MNIST U-Net with one concatenated time embedding (the assignment's constraint);
-# "additive": the RGB U-Net with per-block additive time conditioning (Ho et al.'s CIFAR-10 design)
+# "additive": the RGB U-Net with per-block additive time conditioning (Ho et al.'s CIFAR-10 design);
+# "conditional": the concat U-Net with a class label (classifier-free guidance, chapter 10)
 ARCHS: dict[str, tuple[type[UNet], type]] = {"concat": (DiffusionModel, UNetConfig),
-                                             "additive": (ColorUNet, ColorUNetConfig)}
+                                             "additive": (ColorUNet, ColorUNetConfig),
+                                             "conditional": (ConditionalModel, ConditionalConfig)}
 MODEL_FORMAT = "diffusion_lib/model/v1"
 
 

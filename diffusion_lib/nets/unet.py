@@ -126,11 +126,16 @@ class UNet(nn.Module):
         """The learned layer(s) that turn time features into the embedding (for summaries)."""
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def embed_label(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The embedding of step ``t`` and class label ``y``: only a conditional network has one."""
+        raise ValueError(f"this {type(self).__name__} is unconditional: it takes no class label")
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The noise in ``x``; ``y`` (class labels, ``(B,)``) only for a conditional network."""
         self.check_input(x)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        temb = self.embed_time(t.to(x.device))
+        temb = self.embed_time(t.to(x.device)) if y is None else self.embed_label(t.to(x.device), y.to(x.device))
         h = self.stem(x)
         hs = [h]
         for layer in self.down:

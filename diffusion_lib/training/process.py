@@ -10,6 +10,7 @@ clipping, guards). It moves every input to its own device.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Literal, Optional, Sequence
 
 import torch
@@ -105,26 +106,30 @@ class DiffusionProcess:
         noise = torch.randn_like(x)
         return self.schedule.q_sample(x, t.to(self.device).long(), noise), noise
 
-    def loss(self, x0: torch.Tensor, t: Optional[torch.Tensor] = None,
-             noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def loss(self, x0: torch.Tensor, t: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
+             labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """L_simple (Ho et al. eq. 14) on a batch; ``t`` (uniform over ``[0, T)``) and ``noise`` drawn when not given.
 
-        With a ``loss_weighting`` other than ``"uniform"`` each sample's error is weighted.
+        With a ``loss_weighting`` other than ``"uniform"`` each sample's error is weighted. ``labels`` (a
+        conditional model only) are the classes the network is told.
         """
         x0 = self._check_batch(x0)
         if t is None:
             t = torch.randint(0, self.noise_steps, (x0.shape[0],), device=self.device)
         if noise is None:
             noise = torch.randn_like(x0)
-        return simple_loss(self.trainer.forward_model, self.schedule, x0, t.to(self.device).long(),
+        net = self.trainer.forward_model
+        if labels is not None:
+            net = functools.partial(net, y=labels.to(self.device))
+        return simple_loss(net, self.schedule, x0, t.to(self.device).long(),
                            noise.to(self.device), autocast=self.trainer.autocast, weighting=self.loss_weighting,
                            gamma=self.min_snr_gamma)
 
-    def train_step(self, x: torch.Tensor, t: Optional[torch.Tensor] = None,
-                   noise: Optional[torch.Tensor] = None) -> float:
+    def train_step(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, noise: Optional[torch.Tensor] = None,
+                   labels: Optional[torch.Tensor] = None) -> float:
         """One optimizer step on L_simple (Algorithm 1 of Ho et al.); returns the loss."""
         self.model.train()
-        return self.trainer.update(self.loss(x, t, noise))
+        return self.trainer.update(self.loss(x, t, noise, labels))
 
     # ------------------------------------------------------------------ sampling
     @property

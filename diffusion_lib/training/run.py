@@ -59,7 +59,7 @@ from .process import DiffusionProcess
 from .trainer import use_bf16_autocast
 
 __all__ = ["train", "TrainingRun", "TrainResult", "finished_run", "reuse_problem", "reuse_verdict", "training_images",
-           "CONTINUABLE", "STALE"]
+           "training_labels", "CONTINUABLE", "STALE"]
 
 # keys that may change between a run and its resumption
 _RESUMABLE_CHANGES = {"steps", "sample_every", "sample_n", "checkpoint_every", "snapshot_every", "device", "threads",
@@ -90,6 +90,19 @@ def training_images(cfg: TrainConfig) -> torch.Tensor:
     """The training set as one uint8 tensor (N, C, H, W), cut to ``train_subset`` when set."""
     images = load_split(cfg.dataset, cfg.data_root, train=True, image_size=cfg.image_size, channels=cfg.channels)[0]
     return images[: cfg.train_subset] if cfg.train_subset else images
+
+
+def training_labels(cfg: TrainConfig) -> torch.Tensor:
+    """The training labels (int64, (N,)), cut like :func:`training_images`: what a conditional model is asked for.
+
+    An image folder's labels are its subfolders (sorted); a folder without at least two of them has no classes.
+    """
+    labels = load_split(cfg.dataset, cfg.data_root, train=True, image_size=cfg.image_size, channels=cfg.channels)[1]
+    labels = labels[: cfg.train_subset] if cfg.train_subset else labels
+    if int(labels.max()) < 1:
+        raise ConfigError(f"a conditional model (model.arch: conditional) needs classes, but the {cfg.dataset} "
+                          f"images in {cfg.data_root} have one; put them in one subfolder per class")
+    return labels
 
 
 def _config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
@@ -252,8 +265,13 @@ class TrainingRun:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
         images = training_images(cfg)
+        # a conditional model learns the classes of its training images (label dropout: see _draw_batch)
+        labels = training_labels(cfg) if cfg.model.arch == "conditional" else None
         seed_everything(cfg.seed)
-        model = build_model(cfg.model_config())
+        model_config = cfg.model_config()
+        if labels is not None:
+            model_config["num_classes"] = int(labels.max()) + 1
+        model = build_model(model_config)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
 
@@ -271,7 +289,7 @@ class TrainingRun:
         )
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.batches = TensorBatches(images, cfg.batch_size, seed=cfg.seed, device=device)
+        self.batches = TensorBatches(images, cfg.batch_size, seed=cfg.seed, device=device, labels=labels)
 
     # ------------------------------------------------------------------ phase 3: restore
     def restore(self) -> None:
@@ -344,8 +362,9 @@ class TrainingRun:
         try:
             while process.trainer.step < cfg.steps:
                 t0 = time.perf_counter()
-                x, t, noise = self._draw_batch()
-                loss = dd.mean(process.train_step(dd.shard(x), dd.shard(t), dd.shard(noise)), self.device)
+                x, t, noise, y = self._draw_batch()
+                labelled = {} if y is None else {"labels": dd.shard(y)}
+                loss = dd.mean(process.train_step(dd.shard(x), dd.shard(t), dd.shard(noise), **labelled), self.device)
                 dt = time.perf_counter() - t0
                 self.train_s += dt
                 step = process.trainer.step
@@ -368,17 +387,25 @@ class TrainingRun:
         finally:
             bar.close()
 
-    def _draw_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The global batch and its randomness, drawn identically on every rank."""
+    def _draw_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """The global batch, its randomness and (for a conditional model) its labels, drawn identically on every rank.
+
+        Label dropout: each label is replaced by "no label" with probability ``p_uncond``.
+        """
         cfg = self.cfg
-        x = to_model_range(self.batches.next())
+        x, y = self.batches.next_labelled() if self.batches.labels is not None else (self.batches.next(), None)
+        x = to_model_range(x)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if cfg.hflip:  # a random half of the batch mirrored left-right
             flip = torch.rand(x.shape[0], device=x.device) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         t = torch.randint(0, cfg.noise_steps, (x.shape[0],), device=self.device)
-        return x, t, torch.randn_like(x)
+        noise = torch.randn_like(x)
+        if y is not None:
+            net = self.process.model.config
+            y = torch.where(torch.rand(x.shape[0], device=x.device) < net.p_uncond, net.num_classes, y)
+        return x, t, noise, y
 
     # ------------------------------------------------------------------ phase 5: finish
     def finish(self) -> TrainResult:
