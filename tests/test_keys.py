@@ -153,7 +153,24 @@ def test_an_edit_to_the_fid_code_makes_stale_only_the_chapters_that_measure(tmp_
                                              "s1, s2 = torch.cov(f1.T), torch.cov(f2.T)",
                                              "s1, s2 = torch.cov(f1.T, correction=0), torch.cov(f2.T, correction=0)"))
     assert stale == _using(proj, "instrument") == {"04_schedules", "05_recipe", "06_interpolation", "07_gan",
-                                                    "08_cifar10", "09_ddim"}
+                                                    "08_cifar10", "09_ddim", "10_guidance"}
+
+
+def test_an_edit_to_the_conditional_network_makes_stale_only_the_chapter_that_guides(tmp_path):
+    """The conditional U-Net lives in the network's module, but only the guidance probe runs it."""
+    proj = _project(tmp_path)
+    stale = _stale_after(proj, lambda: _edit(proj / "diffusion_lib/nets/concat_unet.py", "+ self.label_embed(y))",
+                                             "+ 2 * self.label_embed(y))"))
+    assert stale == _using(proj, "guidance") == {"10_guidance"}
+
+
+def test_the_keys_module_s_imports_are_its_probes_not_a_chapter_s_dependencies():
+    """Chapter 05 uses the keys (its evaluation cache), not every component the keys module imports to probe."""
+    deps = staleness.library_dependencies(ROOT / "chapters" / "05_recipe.py")
+    assert ROOT / "diffusion_lib" / "chapter" / "keys.py" in deps
+    assert ROOT / "diffusion_lib" / "diffusion" / "guidance.py" not in deps
+    assert ROOT / "diffusion_lib" / "diffusion" / "guidance.py" in staleness.library_dependencies(
+        ROOT / "chapters" / "10_guidance.py")
 
 
 def test_a_chapter_s_prose_is_its_own_and_its_code_reaches_its_readers(tmp_path):

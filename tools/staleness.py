@@ -100,7 +100,9 @@ def library_dependencies(source: Path, root: Path = ROOT) -> list[Path]:
 
     The package's ``__init__`` only gathers names: a name imported from it (``from diffusion_lib import
     DiffusionProcess``) counts as the module that defines it, and importing a submodule does not make a chapter
-    depend on everything the package's ``__init__`` imports.
+    depend on everything the package's ``__init__`` imports. The keys module's own imports are not followed: it
+    imports every component to probe it, and a chapter that uses keys (the evaluation cache) depends on the
+    components it reaches itself, not on all of them.
     """
     exports = _package_exports(root)
     seen: dict[str, Path] = {}
@@ -118,7 +120,8 @@ def library_dependencies(source: Path, root: Path = ROOT) -> list[Path]:
         if f is None:  # a name imported from a module, not a module
             continue
         seen[mod] = f
-        todo.extend(_imported_modules(f, mod) - set(seen))
+        if f != root / KEYS_MODULE:  # the keys module imports every component to probe it, not to compute with it
+            todo.extend(_imported_modules(f, mod) - set(seen))
     return sorted(set(seen.values()))
 
 
