@@ -2,6 +2,7 @@
 
     python -m diffusion_lib.sample results/cpu/03_train/model_ema.pt -n 64 --seed 0 --out digits.png
     python -m diffusion_lib.sample MODEL.pt --sampler ddpm --out-dir samples/ --npz samples.npz
+    python -m diffusion_lib.sample results/cpu/10_guidance/model_ema.pt --label 7 --guidance 3 --out sevens.png
 
 Any model file the training program writes (``model_ema.pt``: MNIST, CIFAR-10 or
 your own images) carries its network's configuration and its noise schedule, so
@@ -10,7 +11,11 @@ nothing else is needed. The samplers are the report's (``ddpm``, ``ddim``,
 :func:`diffusion_lib.diffusion.generate.generate` draws for ``--seed``: the same
 seed, sampler, backend and batch size give the same images. Outputs are written
 only after every image is drawn, each through a temporary file, so a failed or
-interrupted run leaves no partial file.
+interrupted run leaves no partial file. A conditional model (``model.arch:
+conditional``, chapter 10) draws the class ``--label`` with classifier-free
+guidance of scale ``--guidance`` (:class:`diffusion_lib.diffusion.guidance.Guided`;
+1 is plainly conditional, 0 ignores the label); without ``--label`` it draws
+unconditionally.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from .core.errors import DiffusionError
 from .core.files import atomic_write
 from .data.images import save_grid
 from .diffusion.generate import METHODS, SamplerSpec, generate
+from .diffusion.guidance import Guided
 from .diffusion.samplers import SPACINGS
 from .diffusion.schedules import NoiseSchedule
+from .nets.concat_unet import ConditionalModel
 from .nets.inference import BACKENDS, FastModel, bf16_native
 from .nets.registry import load_model
 
@@ -78,6 +85,10 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
                    help="which timesteps a shortened sampler visits (default: uniform for ddim, logsnr for dpm++2m)")
     p.add_argument("--backend", choices=BACKENDS,
                    help="how the network runs (default: bf16 where the device has it natively, else eager)")
+    p.add_argument("--label", type=int, help="a conditional model only: the class to draw (e.g. the digit)")
+    p.add_argument("--guidance", type=float,
+                   help="a conditional model only: the guidance scale w (default 1: plainly conditional; 0 ignores "
+                        "the label; larger sharpens the class and narrows its variety)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     p.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
     p.add_argument("--out", help="a PNG grid of every image (default samples.png when no output is named)")
@@ -111,10 +122,21 @@ def main(argv: Optional[list[str]] = None) -> int:
                                              "spacing": args.spacing}, schedule.num_steps)
         except ValueError as exc:
             raise DiffusionError(f"{args.sampler}: {exc}") from exc
+        net = model
+        if args.label is not None or args.guidance is not None:
+            if not isinstance(model, ConditionalModel):
+                raise DiffusionError(f"{args.model} was trained without labels: --label and --guidance apply only "
+                                     "to a conditional model (model.arch: conditional in its training configuration)")
+            if args.label is None:
+                raise DiffusionError("--guidance needs --label, the class to draw")
+            try:
+                net = Guided(model, args.label, 1.0 if args.guidance is None else args.guidance)
+            except ValueError as exc:
+                raise DiffusionError(f"{args.model}: {exc}") from exc
     except DiffusionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    fast = FastModel(model, args.backend or default_backend(device), log=lambda m: print(f"note: {m}", file=sys.stderr))
+    fast = FastModel(net, args.backend or default_backend(device), log=lambda m: print(f"note: {m}", file=sys.stderr))
     batches = math.ceil(args.n / args.batch_size)
     try:
         with tqdm(total=batches * spec.steps + 1, desc="network evaluations", unit="eval",
@@ -141,7 +163,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: could not write {exc.filename or ''} ({exc.strerror or exc}); "
               f"written: {', '.join(written) or 'nothing'}", file=sys.stderr)
         return 2
-    print(f"{args.n} images, {spec.name}, backend {fast.name} on {device.type}: {seconds * 1000:.0f} ms per image; "
+    asked = f" of class {args.label} (guidance w = {net.w:g})" if net is not model else ""
+    print(f"{args.n} images{asked}, {spec.name}, backend {fast.name} on {device.type}: {seconds * 1000:.0f} ms per image; "
           f"wrote {', '.join(written)}")
     return 0
 

@@ -12,6 +12,7 @@ non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -40,6 +41,9 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoints/last.pt (or prev.pt)")
     g.add_argument("--fresh", action="store_true", help="start over; old checkpoints are moved aside")
+    p.add_argument("--conditional", action="store_true",
+                   help="train a class-conditional model (model.arch: conditional) for guidance: MNIST's digits, or "
+                        "the subfolders of --data")
     p.add_argument("--steps", type=int, help="override the number of steps")
     p.add_argument("--out-dir", help="override out_dir (default with --data alone: runs/<the folder's name>)")
     p.add_argument("--device", help="override the device (auto, cpu, cuda)")
@@ -68,6 +72,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         # random initial weights without it: chapter 05)
         cfg = load_train_config(args.config, overrides) if args.config else from_dict(
             TrainConfig, {"ema_warmup": True, **overrides}, source="the command line")
+        if args.conditional:
+            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, arch="conditional"))
         train(cfg, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
     except TrainingInterrupted as exc:
         print(f"\n{exc}".replace("--config <the same file>", _same(argv)), file=sys.stderr)
