@@ -158,3 +158,38 @@ def test_a_folder_s_subfolders_are_its_classes_and_a_folder_without_them_is_refu
     with pytest.raises(ConfigError, match="needs classes.*one subfolder per class"):
         train(cfg(_folder(tmp_path / "flat", []), "flat"), progress=False, log=lambda *_: None)
     assert not (tmp_path / "run-flat").exists()
+
+
+def test_the_training_program_trains_a_conditional_model_on_a_folder_with_classes(tmp_path, monkeypatch, capsys):
+    from diffusion_lib.training.cli import main as train_main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    args = ["--image-size", "8", "--steps", "2", "--device", "cpu", "--no-progress", "--conditional"]
+    shapes = _folder(tmp_path / "shapes", ["discs", "squares"])
+    assert train_main(["--data", str(shapes), "--out-dir", str(tmp_path / "run")] + args) == 0
+    assert load_model(tmp_path / "run" / "model_ema.pt")[0].config.num_classes == 2
+    assert train_main(["--data", str(_folder(tmp_path / "flat", [])), "--out-dir", str(tmp_path / "run2")] + args) == 2
+    assert "one subfolder per class" in capsys.readouterr().err and not (tmp_path / "run2").exists()
+
+
+def test_labelled_batches_keep_each_image_with_its_label_across_epochs_and_a_restore():
+    from diffusion_lib.data.batches import TensorBatches
+
+    images = torch.arange(30)[:, None, None, None].expand(30, 1, 2, 2).to(torch.uint8)
+    labels = torch.arange(30) * 7 % 10  # a function of the image
+    b = TensorBatches(images, 4, seed=1, labels=labels)
+    drawn = [b.next_labelled() for _ in range(10)]  # more than an epoch (7 batches of 4)
+    state = b.state_dict()
+    later = [b.next_labelled() for _ in range(5)]
+    again = TensorBatches(images, 4, seed=1, labels=labels)
+    again.load_state_dict(state)
+    resumed = [again.next_labelled() for _ in range(5)]
+    for x, y in drawn + later:
+        assert torch.equal(y, x[:, 0, 0, 0].long() * 7 % 10)
+    assert all(torch.equal(a[0], c[0]) and torch.equal(a[1], c[1]) for a, c in zip(later, resumed))
+    plain = TensorBatches(images, 4, seed=1)
+    assert torch.equal(plain.next(), drawn[0][0])  # labels change nothing in what is drawn
+    with pytest.raises(ValueError, match="without labels"):
+        plain.next_labelled()
+    with pytest.raises(ValueError, match="30 images but labels"):
+        TensorBatches(images, 4, seed=1, labels=labels[:5])

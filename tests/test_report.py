@@ -20,11 +20,13 @@ ANSWERS = {
     "07_gan": ["Stability.", "Quality and diversity.", "Cost.", "Q4: diffusion against a GAN"],
     "08_cifar10": ["EC1: CIFAR-10"],
     "09_ddim": ["Where more steps stop paying", "EC2: DDIM against DDPM"],
-    "answers": ["Q1.", "Q2.", "Q3.", "Q4.", "CIFAR-10 against MNIST", "DDIM against DDPM", "Limitations"],
+    "10_guidance": ["Where guidance stops paying", "Classifier guidance", "Guidance:"],
+    "answers": ["Q1.", "Q2.", "Q3.", "Q4.", "CIFAR-10 against MNIST", "DDIM against DDPM", "classifier-free guidance",
+                "Limitations"],
     "references": ["Denoising Diffusion Probabilistic Models"],
 }
 EXPECTED_CHAPTERS = ["01_unet", "02_process", "03_train", "04_schedules", "05_recipe", "06_interpolation", "07_gan",
-                     "08_cifar10", "09_ddim"]
+                     "08_cifar10", "09_ddim", "10_guidance"]
 # the pages' printable area on A4 (the renderer's @page margins: 14 mm left and right)
 A4 = (595.28, 841.89)
 MARGIN_PT = 14 / 25.4 * 72
@@ -367,6 +369,45 @@ def test_the_live_sampler_draws_what_python_draws(served):
     expected = ddim_sample(model, schedule, x_T, steps=20, eta=0.0)
     got = torch.tensor(np.array(res["x"], dtype=np.float32)).reshape(16, 1, 28, 28)
     assert res["t"] == timestep_sequence(schedule.num_steps, 20, "uniform")
+    assert (got - expected).abs().max().item() < 1e-3
+
+
+@pytest.mark.slow
+def test_the_guided_live_sampler_draws_what_python_draws(served):
+    """Chapter 10's widget: the digit and the guidance scale asked for, the library's guided DDIM, in time."""
+    import numpy as np
+    import torch
+    from playwright.sync_api import sync_playwright
+
+    from diffusion_lib.diffusion.guidance import Guided
+    from diffusion_lib.diffusion.portable_noise import portable_normal
+    from diffusion_lib.diffusion.samplers import ddim_sample
+    from diffusion_lib.diffusion.schedules import NoiseSchedule
+    from diffusion_lib.nets.registry import load_model
+    from render_report import CHROMIUM_FLAGS
+
+    out, exe, serve = served
+    if not (out / "widget" / "ort" / "ort.wasm.min.js").exists():
+        pytest.skip("npm was unavailable when the report was rendered, so the widget has no runtime")
+    profile = reference_profile()
+    base = serve(out)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=[a for a in CHROMIUM_FLAGS if a != "--headless"])
+        page = browser.new_page()
+        status = _open_sampler(page, f"{base}/results/{profile}/10_guidance.html")
+        assert status.startswith("ready: choose a digit"), status
+        res = page.evaluate("document.querySelector('.live-sampler').liveSampler.run(5, 20, 0, 7, 3)")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator(".live-sampler").first.screenshot(path=str(ARTIFACTS / "live-sampler-guided.png"))
+        browser.close()
+    (ARTIFACTS / "live-sampler-guided-ms.txt").write_text(f"{res['ms']:.0f}\n")
+    assert res["ms"] < 10_000, f"a 4x4 grid of guided DDIM-20 digits took {res['ms']:.0f} ms in the browser"
+    model, meta = load_model(ROOT / "results" / profile / "10_guidance" / "model_ema.pt")
+    schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"])
+    x_T = torch.from_numpy(portable_normal(5, 16 * 28 * 28)).reshape(16, 1, 28, 28)
+    with torch.no_grad():
+        expected = ddim_sample(Guided(model, 7, 3.0), schedule, x_T, steps=20, eta=0.0)
+    got = torch.tensor(np.array(res["x"], dtype=np.float32)).reshape(16, 1, 28, 28)
     assert (got - expected).abs().max().item() < 1e-3
 
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHAPTER_TITLES = {
     "01_unet": "The U-Net", "02_process": "The diffusion process", "03_train": "Training and sampling",
     "04_schedules": "Noise schedules", "05_recipe": "Training on a laptop", "06_interpolation": "Interpolation", "07_gan": "Diffusion against a GAN",
-    "08_cifar10": "CIFAR-10", "09_ddim": "DDIM",
+    "08_cifar10": "CIFAR-10", "09_ddim": "DDIM", "10_guidance": "Guidance",
 }
 
 

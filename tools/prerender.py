@@ -45,6 +45,8 @@ SNIPPETS = {
     "ddim_sample": ("diffusion_lib/diffusion/samplers.py", "ddim_sample"),
     "vlb_term": ("diffusion_lib/evaluation/likelihood.py", "vlb_term"),
     "loss_weights": ("diffusion_lib/diffusion/losses.py", "loss_weights"),
+    "guided_forward": ("diffusion_lib/diffusion/guidance.py", "Guided.forward"),
+    "embed_label": ("diffusion_lib/nets/concat_unet.py", "ConditionalModel.embed_label"),
 }
 
 # the answers, in the book's order: key -> heading
@@ -55,6 +57,7 @@ ANSWERS = [
     ("q4", "Q4. How does the diffusion model compare with a GAN?"),
     ("cifar10", "Extra credit: CIFAR-10 against MNIST"),
     ("ddim", "Extra credit: DDIM against DDPM"),
+    ("guidance", "Beyond the assignment: classifier-free guidance"),
 ]
 
 

@@ -6,6 +6,7 @@ Writes into ``widget/`` (beside the committed ``widget/sampler.js``):
 
 - ``model.onnx``: the profile's chapter-03 model, exported (``python -m diffusion_lib.export``);
 - ``model.json``: its shape and the schedule's coefficients, as float32 values;
+- ``guided.onnx``, ``guided.json``: the same for chapter 10's conditional model, guided (label and scale as inputs);
 - ``ort/``: onnxruntime-web's WebAssembly build, installed from npm at a pinned version.
 
 Anything that cannot be made (no trained model, no npm, no onnx packages) is
@@ -20,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,18 +32,24 @@ CACHE = ROOT / ".cache" / "npm"
 
 
 def export_model(profile: str) -> list[str]:
-    """model.onnx and model.json from results/<profile>/03_train/model_ema.pt; returns notes.
+    """The live samplers' models: chapter 03's (``model``) and chapter 10's guided one (``guided``); returns notes."""
+    return (_export(profile, "03_train", "model") + _export(profile, "10_guidance", "guided"))
+
+
+def _export(profile: str, chapter: str, name: str) -> list[str]:
+    """``<name>.onnx`` and ``<name>.json`` from results/<profile>/<chapter>/model_ema.pt; returns notes.
 
     The files of an earlier render are removed first, so a report never ships
     another profile's model; the pair is written to a temporary folder and moved
-    into place together.
+    into place together. A conditional model is exported guided: its graph takes
+    the label ``y`` and the scale ``w`` besides ``x`` and ``t``.
     """
-    for name in ("model.onnx", "model.json"):
-        (OUT / name).unlink(missing_ok=True)
+    for suffix in (".onnx", ".json"):
+        (OUT / f"{name}{suffix}").unlink(missing_ok=True)
     sys.path.insert(0, str(ROOT))
-    src = ROOT / "results" / profile / "03_train" / "model_ema.pt"
+    src = ROOT / "results" / profile / chapter / "model_ema.pt"
     if not src.exists():
-        return [f"no trained model at {src.relative_to(ROOT)}; the live sampler is left out"]
+        return [f"no trained model at {src.relative_to(ROOT)}; the live sampler {name!r} is left out"]
     try:
         from diffusion_lib.diffusion.schedules import NoiseSchedule
         from diffusion_lib.nets.onnx import export_onnx
@@ -51,23 +59,54 @@ def export_model(profile: str) -> list[str]:
     OUT.mkdir(exist_ok=True)
     try:
         model, meta = load_model(src)
+        cfg = model.config
         with tempfile.TemporaryDirectory(dir=OUT) as tmp:
-            export_onnx(model, Path(tmp) / "model.onnx",
-                        {k: meta[k] for k in ("schedule", "noise_steps", "steps") if k in meta})
+            keep = {k: meta[k] for k in ("schedule", "noise_steps", "steps") if k in meta}
+            if hasattr(cfg, "num_classes"):
+                _export_guided(model, Path(tmp) / f"{name}.onnx")
+            else:
+                export_onnx(model, Path(tmp) / f"{name}.onnx", keep)
             s = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"])
-            cfg = model.config
             info = {"channels": cfg.channels, "image_size": cfg.image_size, "noise_steps": cfg.noise_steps,
                     "schedule": meta["schedule"], "training_steps": meta.get("steps"),
+                    "num_classes": getattr(cfg, "num_classes", 0), "batch": 16 if hasattr(cfg, "num_classes") else None,
                     **{k: [float(v) for v in getattr(s, k)] for k in ("alpha_bar", "sqrt_recip_alpha_bar",
                                                                        "sqrt_recipm1_alpha_bar")}}
-            (Path(tmp) / "model.json").write_text(json.dumps(info))
-            os.replace(Path(tmp) / "model.onnx", OUT / "model.onnx")
-            os.replace(Path(tmp) / "model.json", OUT / "model.json")
+            (Path(tmp) / f"{name}.json").write_text(json.dumps(info))
+            os.replace(Path(tmp) / f"{name}.onnx", OUT / f"{name}.onnx")
+            os.replace(Path(tmp) / f"{name}.json", OUT / f"{name}.json")
     except ImportError as exc:
-        return [f"ONNX export needs the onnx extra ({exc}); the live sampler is left out"]
+        return [f"ONNX export needs the onnx extra ({exc}); the live sampler {name!r} is left out"]
     except Exception as exc:  # a damaged model file, an exporter failure: the report is still made
-        return [f"the model could not be exported ({type(exc).__name__}: {exc}); the live sampler is left out"]
+        return [f"the model {src.relative_to(ROOT)} could not be exported ({type(exc).__name__}: {exc}); "
+                f"the live sampler {name!r} is left out"]
     return []
+
+
+def _export_guided(model, path: Path) -> None:
+    """A conditional model as one ONNX graph ``(x, t, y, w) -> eps``: :class:`diffusion_lib.diffusion.guidance.Guided`
+    with the label and the scale as inputs (both predictions from one doubled batch), so the browser calls it once
+    per step. The batch is fixed at the widget's 16 images."""
+    import torch
+
+    class GuidedGraph(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, t, y, w):
+            null = torch.full_like(y, self.net.null_label)
+            uncond, cond = self.net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([null, y])).chunk(2)
+            return uncond + w * (cond - uncond)
+
+    cfg = model.config
+    x = torch.randn(16, cfg.channels, cfg.image_size, cfg.image_size)
+    args = (x, torch.full((16,), 500), torch.full((16,), 3), torch.tensor([2.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(GuidedGraph(model.eval()), args, input_names=["x", "t", "y", "w"],
+                                    output_names=["eps"], opset_version=18, dynamo=True, verbose=False)
+    path.write_bytes(program.model_proto.SerializeToString())
 
 
 def install_runtime() -> list[str]:

@@ -1,6 +1,9 @@
 // The live sampler: the chapter-03 MNIST model, exported to ONNX, run in the reader's browser
 // by onnxruntime-web. Pick a seed, the number of DDIM steps and eta, press Generate, and watch
 // the denoising trajectory (x_t and the predicted x_0 at each step) for a 4x4 grid of digits.
+// With data-model="guided" it runs chapter 10's conditional model instead, with a digit picker
+// and a guidance scale w: its exported graph takes the label and w and returns the guided
+// prediction of diffusion.guidance.Guided (both predictions from one doubled batch).
 //
 // Everything here mirrors the library: x_T comes from the same Mulberry32 + Box-Muller generator
 // as diffusion_lib/diffusion/portable_noise.py, the steps from diffusion.samplers.timestep_sequence
@@ -79,7 +82,7 @@
     ctx.putImageData(img, 0, 0);
   }
 
-  async function load(status) {
+  async function load(status, name) {
     if (location.protocol === "file:") throw new Error("the live sampler needs the report served over http " +
       "(for example `python -m http.server` in the report's folder); opened from disk, the browser refuses to load the model");
     if (typeof ort === "undefined") {
@@ -91,19 +94,20 @@
         document.head.appendChild(tag);
       });
     }
-    const meta = await fetch(base + "model.json").then(r => {
-      if (!r.ok) throw new Error("the exported model (model.json) is not part of this report");
+    const meta = await fetch(base + name + ".json").then(r => {
+      if (!r.ok) throw new Error(`the exported model (${name}.json) is not part of this report`);
       return r.json();
     });
     ort.env.wasm.wasmPaths = base + "ort/";
     ort.env.wasm.numThreads = 1;
     status.textContent = "loading the model...";
-    const session = await ort.InferenceSession.create(base + "model.onnx", {executionProviders: ["wasm"]});
+    const session = await ort.InferenceSession.create(base + name + ".onnx", {executionProviders: ["wasm"]});
     return {meta, session};
   }
 
-  async function sample(model, seed, steps, eta, onStep) {
+  async function sample(model, seed, steps, eta, label, scale, onStep) {
     const {meta, session} = model;
+    if (meta.batch && meta.batch !== N) throw new Error(`the exported model takes batches of ${meta.batch}, not ${N}`);
     const [c, h, w] = [meta.channels, meta.image_size, meta.image_size];
     const size = N * c * h * w, T = meta.noise_steps;
     const next = mulberry32(seed);
@@ -114,6 +118,10 @@
       const a = ab[t], aPrev = tPrev >= 0 ? ab[tPrev] : 1;
       const feeds = {x: new ort.Tensor("float32", x, [N, c, h, w]),
                      t: new ort.Tensor("int64", BigInt64Array.from({length: N}, () => BigInt(t)), [N])};
+      if (meta.num_classes) {  // the guided graph: the label asked for and the guidance scale
+        feeds.y = new ort.Tensor("int64", BigInt64Array.from({length: N}, () => BigInt(label)), [N]);
+        feeds.w = new ort.Tensor("float32", Float32Array.of(scale), [1]);
+      }
       const eps = (await session.run(feeds)).eps.data;
       const x0 = new Float32Array(size), next_x = new Float32Array(size);
       const sigma = eta * Math.sqrt((1 - aPrev) / (1 - a)) * Math.sqrt(1 - a / aPrev);
@@ -139,8 +147,19 @@
     const steps = el("input", {type: "number", value: "20", min: "1", max: "1000", "aria-label": "DDIM steps", class: "ls-steps"});
     const eta = el("input", {type: "number", value: "0", min: "0", max: "1", step: "0.1", "aria-label": "eta", class: "ls-eta"});
     const go = el("button", {type: "button", class: "ls-go"}, "Generate");
-    [["seed", seed], ["DDIM steps", steps], ["eta", eta]].forEach(([label, input]) => {
-      const l = el("label", {}, label + " "); l.appendChild(input); form.appendChild(l);
+    const name = root.dataset.model || "model", guided = name === "guided";
+    const controls = [["seed", seed], ["DDIM steps", steps], ["eta", eta]];
+    const digit = el("select", {"aria-label": "digit", class: "ls-digit"});
+    for (let d = 0; d < 10; d++) digit.appendChild(el("option", {value: String(d)}, String(d)));
+    const scale = el("input", {type: "range", min: "0", max: "8", step: "0.5", value: "3", "aria-label": "guidance scale w",
+                               class: "ls-w"});
+    const scaleShown = el("span", {class: "ls-w-value"}, "3");
+    scale.addEventListener("input", () => { scaleShown.textContent = scale.value; });
+    if (guided) controls.push(["digit", digit], ["guidance w", scale]);
+    controls.forEach(([label, input]) => {
+      const l = el("label", {}, label + " "); l.appendChild(input);
+      if (input === scale) l.appendChild(scaleShown);
+      form.appendChild(l);
     });
     form.appendChild(go);
     const status = el("p", {class: "ls-status"}, "");
@@ -158,33 +177,39 @@
       status.dataset.step = String(k);
     };
     scrub.addEventListener("input", () => show(Number(scrub.value)));
-    async function run(s, n, e) {
-      model = model || await load(status);
+    async function run(s, n, e, label = 0, w = 0) {
+      model = model || await load(status, name);
       frames = [];
       const shape = [model.meta.channels, model.meta.image_size, model.meta.image_size];
       const t0 = performance.now();
-      const x = await sample(model, s, n, e, (info) => {
+      const x = await sample(model, s, n, e, label, w, (info) => {
         frames.push({...info, shape});
         show(frames.length - 1);
         status.textContent = `step ${info.index + 1} of ${n} (t = ${info.t})`;
       });
       const ms = performance.now() - t0;
       scrub.max = String(frames.length - 1); scrub.value = scrub.max;
-      status.textContent = `${N} digits, DDIM-${n} (eta = ${e}), seed ${s}: ${(ms / 1000).toFixed(2)} s in this browser`;
+      const asked = guided ? ` of the digit ${label} with guidance w = ${w}` : "";
+      status.textContent = `${N} digits${asked}, DDIM-${n} (eta = ${e}), seed ${s}: ${(ms / 1000).toFixed(2)} s in this browser`;
       root.dataset.done = "1";
       return {x: Array.from(x), ms, t: frames.map(f => f.t)};
     }
     root.liveSampler = {run, timesteps};
     go.addEventListener("click", () => {
       root.dataset.done = "";
-      run(Number(seed.value), Number(steps.value), Number(eta.value)).catch(err => fail(err));
+      run(Number(seed.value), Number(steps.value), Number(eta.value), Number(digit.value), Number(scale.value))
+        .catch(err => fail(err));
     });
     function fail(err) {
       status.textContent = "The live sampler is unavailable here: " + err.message + ".";
       root.classList.add("live-sampler-unavailable");
       root.dataset.done = "error";
     }
-    try { model = await load(status); status.textContent = "ready: choose a seed and press Generate"; }
+    try {
+      model = await load(status, name);
+      status.textContent = guided ? "ready: choose a digit, a guidance scale and a seed, and press Generate"
+                                  : "ready: choose a seed and press Generate";
+    }
     catch (err) { fail(err); }
   }
 

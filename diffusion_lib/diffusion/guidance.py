@@ -61,4 +61,7 @@ class Guided(nn.Module):
             uncond, cond = both.chunk(2)
         else:
             uncond, cond = self.model(x, t), self.model(x, t, y)
+        # mixed in float32 at least: under bf16 autocast the network's outputs are bf16, and w scales their rounding
+        dtype = torch.promote_types(uncond.dtype, torch.float32)
+        uncond, cond = uncond.to(dtype), cond.to(dtype)
         return uncond + self.w * (cond - uncond)

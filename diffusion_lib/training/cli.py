@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from ..core.errors import DiffusionError, TrainingInterrupted
+from ..core.errors import ConfigError, DiffusionError, TrainingInterrupted
 from ..core.config import from_dict
 from .config import TrainConfig, load_train_config
 from .distributed import Distributed
@@ -73,6 +73,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = load_train_config(args.config, overrides) if args.config else from_dict(
             TrainConfig, {"ema_warmup": True, **overrides}, source="the command line")
         if args.conditional:
+            if cfg.model.arch not in ("concat", "conditional"):
+                raise ConfigError(f"--conditional gives the concat U-Net a label embedding; this configuration "
+                                  f"trains the {cfg.model.arch!r} network")
             cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, arch="conditional"))
         train(cfg, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
     except TrainingInterrupted as exc:

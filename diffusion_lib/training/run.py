@@ -92,17 +92,18 @@ def training_images(cfg: TrainConfig) -> torch.Tensor:
     return images[: cfg.train_subset] if cfg.train_subset else images
 
 
-def training_labels(cfg: TrainConfig) -> torch.Tensor:
-    """The training labels (int64, (N,)), cut like :func:`training_images`: what a conditional model is asked for.
+def training_labels(cfg: TrainConfig) -> tuple[torch.Tensor, int]:
+    """The training labels (int64, (N,)), cut like :func:`training_images`, and the number of classes of the whole
+    training set: what a conditional model is asked for.
 
     An image folder's labels are its subfolders (sorted); a folder without at least two of them has no classes.
     """
     labels = load_split(cfg.dataset, cfg.data_root, train=True, image_size=cfg.image_size, channels=cfg.channels)[1]
-    labels = labels[: cfg.train_subset] if cfg.train_subset else labels
-    if int(labels.max()) < 1:
+    classes = int(labels.max()) + 1
+    if classes < 2:
         raise ConfigError(f"a conditional model (model.arch: conditional) needs classes, but the {cfg.dataset} "
                           f"images in {cfg.data_root} have one; put them in one subfolder per class")
-    return labels
+    return (labels[: cfg.train_subset] if cfg.train_subset else labels), classes
 
 
 def _config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
@@ -266,11 +267,11 @@ class TrainingRun:
             torch.use_deterministic_algorithms(True)
         images = training_images(cfg)
         # a conditional model learns the classes of its training images (label dropout: see _draw_batch)
-        labels = training_labels(cfg) if cfg.model.arch == "conditional" else None
+        labels, classes = training_labels(cfg) if cfg.model.arch == "conditional" else (None, 0)
         seed_everything(cfg.seed)
         model_config = cfg.model_config()
         if labels is not None:
-            model_config["num_classes"] = int(labels.max()) + 1
+            model_config["num_classes"] = classes
         model = build_model(model_config)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
