@@ -189,8 +189,8 @@
       });
       const ms = performance.now() - t0;
       scrub.max = String(frames.length - 1); scrub.value = scrub.max;
-      const asked = guided ? ` of the digit ${label} with guidance w = ${w}` : "";
-      status.textContent = `${N} digits${asked}, DDIM-${n} (eta = ${e}), seed ${s}: ${(ms / 1000).toFixed(2)} s in this browser`;
+      const what = guided ? `${N} samples of the digit ${label} with guidance w = ${w}` : `${N} digits`;
+      status.textContent = `${what}, DDIM-${n} (eta = ${e}), seed ${s}: ${(ms / 1000).toFixed(2)} s in this browser`;
       root.dataset.done = "1";
       return {x: Array.from(x), ms, t: frames.map(f => f.t)};
     }
