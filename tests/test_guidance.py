@@ -165,7 +165,7 @@ def test_the_training_program_trains_a_conditional_model_on_a_folder_with_classe
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     args = ["--image-size", "8", "--steps", "2", "--device", "cpu", "--no-progress", "--conditional"]
-    shapes = _folder(tmp_path / "shapes", ["discs", "squares"])
+    shapes = _folder(tmp_path / "shapes", ["discs", "squares"], n=130)  # the default batch is 128 images
     assert train_main(["--data", str(shapes), "--out-dir", str(tmp_path / "run")] + args) == 0
     assert load_model(tmp_path / "run" / "model_ema.pt")[0].config.num_classes == 2
     assert train_main(["--data", str(_folder(tmp_path / "flat", [])), "--out-dir", str(tmp_path / "run2")] + args) == 2

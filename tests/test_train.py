@@ -243,8 +243,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_train, monkeypatch):
     d = tiny_train(steps=10, checkpoint_every=4)
     real = DiffusionProcess.loss
 
-    def poisoned(self, x0, t=None, noise=None):
-        loss = real(self, x0, t, noise)
+    def poisoned(self, x0, t=None, noise=None, labels=None):
+        loss = real(self, x0, t, noise, labels)
         return loss * float("nan") if self.trainer.step == 6 else loss
 
     monkeypatch.setattr(DiffusionProcess, "loss", poisoned)
