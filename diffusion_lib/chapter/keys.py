@@ -25,6 +25,7 @@ except those listed in :data:`UNPROBED` with the reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,7 +35,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from PIL import Image
@@ -279,6 +280,30 @@ def _probe_training(tmp: Path) -> Any:
     return out + _probe_training_run(tmp)
 
 
+@contextlib.contextmanager
+def _training_program() -> Iterator[list[Any]]:
+    """Around runs of the training program: the float32 network it trains, and what it feeds the trainer
+    (``[x, t, noise]``, and the labels of a conditional model) collected in the list it yields."""
+    fed: list[Any] = []
+    original = DiffusionProcess.train_step
+
+    def recorded(self: DiffusionProcess, x: torch.Tensor, t: Any = None, noise: Any = None, labels: Any = None) -> float:
+        fed.append([x, t, noise] + ([] if labels is None else [labels]))
+        return original(self, x, t, noise, labels)
+
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    DiffusionProcess.train_step = recorded  # type: ignore[method-assign]
+    torch.set_default_dtype(torch.float32)  # the program's network, as it trains it
+    try:
+        yield fed
+    except DataError as exc:
+        raise KeyUnavailable(f"the MNIST training images cannot be read ({str(exc).splitlines()[0]})") from exc
+    finally:
+        DiffusionProcess.train_step = original  # type: ignore[method-assign]
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_default_dtype(torch.float64)
+
+
 def _probe_training_run(tmp: Path) -> Any:
     """What the training program feeds the trainer (batches, steps, noise, learning rates) through a run that is
     continued, found complete and started again. What the trainer computes from them is the probe above; the
@@ -287,18 +312,8 @@ def _probe_training_run(tmp: Path) -> Any:
                       warmup_steps=1, lr_decay="none", sample_every=2, sample_n=2, checkpoint_every=2,
                       snapshot_every=2, out_dir=str(tmp / "run"), device="cpu", deterministic=True, hflip=True,
                       model=ModelSection(base_channels=8, channel_mults=(1, 2), time_dim=8, attention=False))
-    fed: list[Any] = []
-    original = DiffusionProcess.train_step
-
-    def recorded(self: DiffusionProcess, x: torch.Tensor, t: Any = None, noise: Any = None) -> float:
-        fed.append([x, t, noise])
-        return original(self, x, t, noise)
-
     quiet = lambda *_: None  # noqa: E731
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    DiffusionProcess.train_step = recorded  # type: ignore[method-assign]
-    torch.set_default_dtype(torch.float32)  # the program's network, as it trains it
-    try:
+    with _training_program() as fed:
         first = train(cfg, progress=False, log=quiet)
         longer = dataclasses.replace(cfg, steps=5)
         verdicts = [reuse_verdict(longer), reuse_verdict(dataclasses.replace(cfg, lr=1e-3))]
@@ -306,12 +321,6 @@ def _probe_training_run(tmp: Path) -> Any:
         again = train(longer, resume=True, progress=False, log=quiet)
         verdicts += [reuse_problem(longer), finished_run(longer) is not None]
         fresh = train(cfg, fresh=True, progress=False, log=quiet)
-    except DataError as exc:
-        raise KeyUnavailable(f"the MNIST training images cannot be read ({str(exc).splitlines()[0]})") from exc
-    finally:
-        DiffusionProcess.train_step = original  # type: ignore[method-assign]
-        torch.use_deterministic_algorithms(deterministic)
-        torch.set_default_dtype(torch.float64)
     rows = [{k: r[k] for k in ("step", "lr")} for r in read_metrics(resumed.metrics_path)]
     summary = read_summary(Path(cfg.out_dir) / "summary.json")
     out = [training_images(cfg), fed, rows, [r.steps for r in (first, resumed, again, fresh)],
@@ -467,25 +476,9 @@ def _probe_guidance(tmp: Path) -> Any:
                       warmup_steps=1, sample_n=2, checkpoint_every=2, out_dir=str(tmp / "run"), device="cpu",
                       deterministic=True, model=ModelSection(arch="conditional", base_channels=8, channel_mults=(1, 2),
                                                              time_dim=8, attention=False))
-    fed: list[Any] = []
-    original = DiffusionProcess.train_step
-
-    def recorded(self: DiffusionProcess, x: torch.Tensor, t: Any = None, noise: Any = None, labels: Any = None) -> float:
-        fed.append([x, t, noise, labels])
-        return original(self, x, t, noise, labels)
-
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    DiffusionProcess.train_step = recorded  # type: ignore[method-assign]
-    torch.set_default_dtype(torch.float32)
-    try:
+    with _training_program() as fed:
         result = train(run, progress=False, log=lambda *_: None)
         out += [training_labels(run), fed, load_model(result.model_path)[0].config.to_dict()]
-    except DataError as exc:
-        raise KeyUnavailable(f"the MNIST training images cannot be read ({str(exc).splitlines()[0]})") from exc
-    finally:
-        DiffusionProcess.train_step = original  # type: ignore[method-assign]
-        torch.use_deterministic_algorithms(deterministic)
-        torch.set_default_dtype(torch.float64)
     return out
 
 
