@@ -88,6 +88,7 @@ from diffusion_lib.chapter.claims import claim
 from diffusion_lib.chapter.evaluate import measure_runs
 from diffusion_lib.chapter.overview import parameter_table
 from diffusion_lib.chapter.params import sampler
+from diffusion_lib.chapter.committed import compact
 from diffusion_lib.chapter.recipe import BASE, arm_configs, arm_settings, changes, differences, recipe_of
 from diffusion_lib.chapter.runs import train_or_reuse
 from diffusion_lib.chapter.setup import start
@@ -124,6 +125,8 @@ display(parameter_table(profile, "05_recipe", {
 
 # %%
 summaries = {key: train_or_reuse(cfg, log=lambda msg: None) for key, cfg in configs.items()}
+for cfg in configs.values():
+    compact(cfg.out_dir)  # float16 weights: the committed runs a fresh clone reuses
 runs = pd.DataFrame([{"arm": arm, "seed": s, "steps": summ["steps"], "minutes": summ["train_seconds"] / 60,
                       "images / s": summ["images_per_s"], "final loss": summ["final_loss_mean_100"]}
                      for (arm, s), summ in summaries.items()])
@@ -146,14 +149,17 @@ display(claim(f"All {len(runs)} runs together trained for {total_minutes:.1f} mi
 
 # %%
 #| label: fig-recipe-curves
-#| fig-cap: "Training loss (rolling mean over 50 steps) against training minutes for the first seed of every arm. Min-SNR weighting changes what the loss measures, so its curve is not comparable with the others."
+#| fig-cap: "Training loss (rolling mean over 50 steps) against training minutes for the first seed of every arm (colour), each beside the base recipe (grey). Min-SNR weighting changes what the loss measures, so its curve is not comparable with the base's."
 curves = pd.concat([pd.DataFrame(read_metrics(configs[(a, seeds[0])].out_dir + "/metrics.csv")).assign(arm=a)
                     for a in settings], ignore_index=True)
 curves["minutes"] = curves.elapsed_s / 60
 curves["loss"] = curves.groupby("arm").loss.transform(lambda s: s.rolling(50, min_periods=1).mean())
-ax = sns.lineplot(data=curves, x="minutes", y="loss", hue="arm", lw=1)
-ax.set(yscale="log", xlabel="minutes of training (wall clock)", ylabel="training loss")
-ax.legend(fontsize=7, ncol=2)
+grid = sns.relplot(data=curves[curves.arm != BASE], x="minutes", y="loss", col="arm", col_wrap=4, kind="line",
+                   height=1.9, aspect=1.3, lw=1)
+base_curve = curves[curves.arm == BASE]
+for ax in grid.axes.flat:
+    ax.plot(base_curve.minutes, base_curve.loss, color="grey", lw=1, zorder=0)
+grid.set(yscale="log").set_titles("{col_name}").set_axis_labels("minutes of training", "training loss")
 plt.show()
 
 # %% [markdown]
@@ -183,12 +189,9 @@ others = [a for a in settings if a != BASE]
 # An arm whose EMA still holds more than 1% of the random initial weights at the end while the base's
 # does not (or the reverse) is measured on another scale (FID in the hundreds, with its own spread), so
 # it is compared with the base on the two arms' spread alone; the others share one pooled variance.
-def init_weight(arm):
-    cfg = configs[(arm, seeds[0])]
-    return ema_initial_weight(cfg.ema_decay, cfg.steps, cfg.ema_warmup)
-
-
-apart = [a for a in others if (init_weight(a) > 0.01) != (init_weight(BASE) > 0.01)]
+init_weight = {a: ema_initial_weight(cfg.ema_decay, cfg.steps, cfg.ema_warmup)
+               for (a, k), cfg in configs.items() if k == seeds[0]}
+apart = [a for a in others if (init_weight[a] > 0.01) != (init_weight[BASE] > 0.01)]
 pooled = [a for a in settings if a not in apart]
 d_fid, d_conf = compare_to_base(fid, BASE, apart), compare_to_base(conf, BASE, apart)
 # an arm whose every run drew exactly the base's samples changed nothing that reached the model
@@ -223,7 +226,7 @@ plt.show()
 
 # %%
 if "no_ema_warmup" in d_fid and "ema_decay" in base:
-    held = init_weight("no_ema_warmup")
+    held = init_weight["no_ema_warmup"]
     display(claim(
         f"The EMA decides everything else at this budget. Without its warm-up, an average with decay "
         f"{base['ema_decay']} still gives the random initial weights a weight of {held:.2f} after "
@@ -246,7 +249,7 @@ display(Markdown(
     f"of {var ** 0.5:.2g} (pooled over {len(pooled)} arms, {df} degrees of freedom), so a difference from the base "
     f"must exceed about {(d_fid[typical].hi - d_fid[typical].diff):.2g} to be called real"
     + (f" ({', '.join(apart)}, whose EMA ends with "
-       + ", ".join(f"{init_weight(a):.2f}" for a in apart)
+       + ", ".join(f"{init_weight[a]:.2f}" for a in apart)
        + " of its weight on the initial network, is compared on its own spread and the base's)" if apart else "")
     + f". In FID-MNIST at {budget_minutes} minutes per run: "
     + "; ".join(verdict(d_fid[a]) for a in others if a not in same) + "."
