@@ -71,6 +71,7 @@ from IPython.display import Markdown, display
 
 from diffusion_lib.chapter.answers import Answer
 from diffusion_lib.chapter.claims import claim, fmt
+from diffusion_lib.chapter.committed import compact
 from diffusion_lib.chapter.evaluate import measure_run
 from diffusion_lib.chapter.overview import parameter_table
 from diffusion_lib.chapter.params import sampler
@@ -120,6 +121,7 @@ G, D, hist = train_or_load_gan(ch.art / "gan.pt", x_train, cfg, ch.device, retra
 dcfg = from_dict(TrainConfig, {**diffusion_train, "seed": seed, "out_dir": str(ch.art / "diffusion")},
                  source="chapter 07 diffusion parameters")
 d_summary = train_or_reuse(dcfg, retrain, log=lambda msg: None)
+compact(dcfg.out_dir)  # float16 weights: the committed run a fresh clone reuses
 ref_summary = read_summary(ch.run_dir("03_train") / "summary.json")
 n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (G, D))
 gan_min, diff_min = hist.train_seconds / 60, d_summary["train_seconds"] / 60

@@ -373,3 +373,32 @@ def test_a_model_whose_code_changed_is_retrained_never_relabelled(tiny_train):
     assert (old / "model_ema.pt").read_bytes() == old_model  # moved aside, not lost
     fresh = json.loads((out / "summary.json").read_text())
     assert fresh["fingerprint"] != summary["fingerprint"] and fresh["steps"] == 4
+
+
+def test_a_compacted_run_is_reused_as_stored_and_measures_its_stored_weights(tiny_train):
+    """Chapters 05 and 07 commit their runs in float16: half the bytes, reused without training, snapshots too,
+    and compacting is idempotent."""
+    from diffusion_lib.chapter.committed import compact
+    from diffusion_lib.chapter.runs import train_or_reuse
+    from diffusion_lib.training.run import reuse_verdict
+
+    d = tiny_train(steps=4, snapshot_every=2)
+    train(cfg_of(d), progress=False, log=lambda *_: None)
+    out = Path(d["out_dir"])
+    full, _ = load_model(out / "model_ema.pt")
+    size = (out / "model_ema.pt").stat().st_size
+    compact(out)
+    for f in (out / "model_ema.pt", out / "snapshots" / "ema_000002.pt"):
+        stored = torch.load(f, weights_only=True)["state_dict"]
+        assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}, f
+    assert (out / "model_ema.pt").stat().st_size < 0.6 * size
+    half, _ = load_model(out / "model_ema.pt")  # loads as float32 weights holding the float16 values
+    for (k, a), b in zip(full.state_dict().items(), half.state_dict().values()):
+        assert b.dtype == a.dtype and torch.equal(b, a.half().to(a.dtype)), k
+    assert reuse_verdict(cfg_of(d)) is None  # the fingerprint was taken again from the stored weights
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    compact(out)
+    notes = []
+    train_or_reuse(cfg_of(d), log=notes.append)
+    assert any("Reusing" in n for n in notes), notes
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing trained or rewritten

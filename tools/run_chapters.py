@@ -143,15 +143,6 @@ def declared_parameters(chapter: Path) -> dict:
     return {name: ast.literal_eval(p["default"]) for name, p in declared.items()}
 
 
-def runs_not_here(out_dir: Path, stem: str) -> bool:
-    """Whether a chapter keeps training runs out of git (a ``.gitignore`` rule under its results folder) and none of
-    them is on this disk, so that executing it trains them again (chapter 05's recipe runs on a fresh clone)."""
-    rules = [line.strip().removeprefix("/results/*/") for line in (ROOT / ".gitignore").read_text().splitlines()
-             if line.startswith(f"/results/*/{stem}/")]
-    return any(not [p for p in out_dir.glob(rule.rstrip("/")) if p.is_dir() or not rule.endswith("/")]
-               for rule in rules)
-
-
 def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, stale_only: bool = False,
         max_minutes: float | None = None) -> int:
     import papermill as pm
@@ -207,13 +198,11 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, s
         # a chapter never executed in this profile has no recorded cost: it runs (the profile's budget is all we know)
         last = {nb.stem: timings[nb.stem]["seconds"] / 60 for nb in todo if nb.stem in timings}
         minutes = sum(last.values())
-        retrain = [nb.stem for nb in todo if runs_not_here(out_dir, nb.stem)]
         print(f"[{profile}] out of date: " + ", ".join(
-            f"{nb.stem} ({f'last executed in {last[nb.stem]:.1f} min' if nb.stem in last else 'never executed'}"
-            f"{', and it would train its uncommitted runs again' if nb.stem in retrain else ''})" for nb in todo))
-        if max_minutes is not None and (minutes > max_minutes or retrain):
-            why = (f"their last executions took {minutes:.0f} min together, more than {max_minutes:g}"
-                   if minutes > max_minutes else f"{', '.join(retrain)} would train again")
+            f"{nb.stem} ({f'last executed in {last[nb.stem]:.1f} min' if nb.stem in last else 'never executed'})"
+            for nb in todo))
+        if max_minutes is not None and minutes > max_minutes:
+            why = f"their last executions took {minutes:.0f} min together, more than {max_minutes:g}"
             print(f"[{profile}] not executed now: {why}; the report is rendered from the results there are, and "
                   "names them as out of date.\n"
                   f"  to re-execute them: .venv/bin/python tools/run_chapters.py --profile {profile} --only "
