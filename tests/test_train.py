@@ -376,29 +376,48 @@ def test_a_model_whose_code_changed_is_retrained_never_relabelled(tiny_train):
 
 
 def test_a_compacted_run_is_reused_as_stored_and_measures_its_stored_weights(tiny_train):
-    """Chapters 05 and 07 commit their runs in float16: half the bytes, reused without training, snapshots too,
-    and compacting is idempotent."""
+    """Chapters 05 and 07 commit their runs in float16: half the bytes, snapshots too, the fingerprint taken again
+    from the stored weights, reused without training, and compacting twice changes nothing."""
     from diffusion_lib.chapter.committed import compact
     from diffusion_lib.chapter.runs import train_or_reuse
-    from diffusion_lib.training.run import reuse_verdict
+    from diffusion_lib.nets.registry import fingerprint
 
     d = tiny_train(steps=4, snapshot_every=2)
     train(cfg_of(d), progress=False, log=lambda *_: None)
     out = Path(d["out_dir"])
     full, _ = load_model(out / "model_ema.pt")
-    size = (out / "model_ema.pt").stat().st_size
+    size, recorded = (out / "model_ema.pt").stat().st_size, json.loads((out / "summary.json").read_text())
     compact(out)
     for f in (out / "model_ema.pt", out / "snapshots" / "ema_000002.pt"):
         stored = torch.load(f, weights_only=True)["state_dict"]
         assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}, f
     assert (out / "model_ema.pt").stat().st_size < 0.6 * size
-    half, _ = load_model(out / "model_ema.pt")  # loads as float32 weights holding the float16 values
-    for (k, a), b in zip(full.state_dict().items(), half.state_dict().values()):
-        assert b.dtype == a.dtype and torch.equal(b, a.half().to(a.dtype)), k
-    assert reuse_verdict(cfg_of(d)) is None  # the fingerprint was taken again from the stored weights
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    half, _ = load_model(out / "model_ema.pt")  # float32 parameters holding the float16 values
+    for k, a in full.state_dict().items():
+        assert torch.equal(half.state_dict()[k], a.half().to(a.dtype)), k
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["weights"] == "float16"
+    assert summary["fingerprint"] == fingerprint(half) != recorded["fingerprint"]
+    files = lambda: {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "eval_cache" not in p.parts}  # noqa: E731
+    before = files()
     compact(out)
     notes = []
     train_or_reuse(cfg_of(d), log=notes.append)
     assert any("Reusing" in n for n in notes), notes
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing trained or rewritten
+    assert files() == before  # nothing trained or rewritten
+
+
+def test_compacting_refuses_a_run_its_summary_does_not_describe(tiny_train):
+    """A run whose weights no longer compute what its summary records is not relabelled with a new fingerprint."""
+    from diffusion_lib.chapter.committed import compact
+
+    d = tiny_train(steps=4)
+    train(cfg_of(d), progress=False, log=lambda *_: None)
+    out = Path(d["out_dir"])
+    summary = json.loads((out / "summary.json").read_text())
+    summary["fingerprint"] = [v + 1.0 for v in summary["fingerprint"]]  # as if the model code had changed
+    (out / "summary.json").write_text(json.dumps(summary))
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError, match="no longer computes what"):
+        compact(out)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
