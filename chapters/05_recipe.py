@@ -169,7 +169,11 @@ plt.show()
 # same held-out test digits (@tbl-recipe-ranking, @fig-recipe-ranking). An
 # arm's number is the mean over its seeds; its difference from the base comes
 # with a 95% t interval from the seed-to-seed spread pooled over the arms, which
-# includes both the training seed and the samples drawn.
+# includes both the training seed and the samples drawn. Each arm is compared
+# at the 95% level, so with many arms one interval can exclude zero by chance
+# alone: were there ten arms that changed nothing, at least one would in 40% of
+# such studies ($1 - 0.95^{10}$). An interval that only just excludes zero is a
+# lead to confirm with more seeds, not a finding.
 
 # %%
 classifier, clf_acc = get_classifier("mnist", data_root, ch.device)
