@@ -353,16 +353,22 @@ def test_disk_full_errors_before_touching_the_old_checkpoint(tiny_train, monkeyp
     assert {p.name: p.read_bytes() for p in ck.iterdir()} == before  # nothing replaced, no temp files left
 
 
-def test_a_model_whose_code_changed_is_retrained_never_relabelled(tiny_train):
-    """With checkpoints on disk and a fingerprint that no longer matches, resuming would stamp old weights as new."""
-    from diffusion_lib.chapter.runs import train_or_reuse
-
+def _run_whose_code_changed(tiny_train):
+    """A finished 4-step run whose summary records another fingerprint, as if the model code had changed."""
     d = tiny_train(steps=4)
     train(cfg_of(d), progress=False, log=lambda *_: None)
     out = Path(d["out_dir"])
     summary = json.loads((out / "summary.json").read_text())
-    summary["fingerprint"] = [v + 1.0 for v in summary["fingerprint"]]  # as if the model code had changed
+    summary["fingerprint"] = [v + 1.0 for v in summary["fingerprint"]]
     (out / "summary.json").write_text(json.dumps(summary))
+    return d, out, summary
+
+
+def test_a_model_whose_code_changed_is_retrained_never_relabelled(tiny_train):
+    """With checkpoints on disk and a fingerprint that no longer matches, resuming would stamp old weights as new."""
+    from diffusion_lib.chapter.runs import train_or_reuse
+
+    d, out, summary = _run_whose_code_changed(tiny_train)
     old_model = (out / "model_ema.pt").read_bytes()
     with pytest.raises(ConfigError, match="cannot be reused .*model code has changed"):
         train(cfg_of(d), resume=True, progress=False, log=lambda *_: None)
@@ -411,12 +417,7 @@ def test_compacting_refuses_a_run_its_summary_does_not_describe(tiny_train):
     """A run whose weights no longer compute what its summary records is not relabelled with a new fingerprint."""
     from diffusion_lib.chapter.committed import compact
 
-    d = tiny_train(steps=4)
-    train(cfg_of(d), progress=False, log=lambda *_: None)
-    out = Path(d["out_dir"])
-    summary = json.loads((out / "summary.json").read_text())
-    summary["fingerprint"] = [v + 1.0 for v in summary["fingerprint"]]  # as if the model code had changed
-    (out / "summary.json").write_text(json.dumps(summary))
+    d, out, summary = _run_whose_code_changed(tiny_train)
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     with pytest.raises(CheckpointError, match="no longer computes what"):
         compact(out)
