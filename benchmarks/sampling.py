@@ -137,9 +137,6 @@ def quality(model_path: str, n: int, device: torch.device, data_root: str = "dat
     meter = QualityMeter(classifier, reference)
     rows = []
     for backend in BACKENDS:
-        # compiled-bf16 and frozen-bf16 wrap the same module with the same torch.compile call, and Dynamo's cache
-        # does not tell them apart: without a reset, frozen-bf16 would run the graph compiled-bf16 left behind
-        torch._dynamo.reset()
         fast = FastModel(model, backend, log=lambda *_: None)
         t0 = time.perf_counter()
         x, sec = generate(fast, schedule, SamplerSpec("ddim", 50), n, seed=0, batch_size=100)

@@ -94,7 +94,7 @@ from diffusion_lib.core.files import atomic_write_text
 from diffusion_lib.data.datasets import random_subset
 from diffusion_lib.diffusion.generate import SamplerSpec, generate
 from diffusion_lib.diffusion.interpolation import slerp
-from diffusion_lib.diffusion.samplers import SPACINGS, ddim_invert, ddim_sample, timestep_sequence
+from diffusion_lib.diffusion.samplers import ddim_invert, ddim_sample, timestep_sequence
 from diffusion_lib.evaluation.classifiers import get_classifier
 from diffusion_lib.evaluation.comparison import Difference, verdict
 from diffusion_lib.evaluation.floor import against_floor, wilson
@@ -270,10 +270,6 @@ display(Markdown(
 # %%
 if confirm_seed == seed:
     raise ValueError(f"confirm_seed must differ from seed ({seed}): the larger-N check needs fresh noise")
-unknown = [sp for sp in confirm_spacings if sp not in SPACINGS]
-if unknown:
-    raise ValueError(f"confirm_spacings: unknown step spacing {', '.join(map(repr, unknown))}; "
-                     f"valid: {', '.join(SPACINGS)}")
 conf_steps = 50 if 50 in ddim_steps else max(ddim_steps)
 at_steps = grid[(grid.method == "ddim") & (grid.steps == conf_steps)]
 best_eta = float(at_steps.sort_values("FID").iloc[0]["eta"])

@@ -87,6 +87,7 @@ BAD_PARAMS = [
     ("09_ddim", {"ddim_steps": [10, 0]}, "integers in [1, 1000]"),
     ("09_ddim", {"ddim_steps": [10, 1001]}, "integers in [1, 1000]"),
     ("09_ddim", {"spacing": "cubic"}, "unknown step spacing 'cubic'"),
+    ("09_ddim", {"confirm_spacings": ["trailing", "cubic"]}, "confirm_spacings: unknown step spacing 'cubic'"),
     ("09_ddim", {"batch_size": 0}, "batch_size: must be > 0"),
 ]
 

@@ -75,8 +75,10 @@ def _value_problems(key: str, value: Any, T: int) -> list[str]:
                 f"got {value}"]
     elif key == "sampling_backend" and value not in BACKENDS:
         return [f"sampling_backend: unknown backend {value!r}; valid: {', '.join(BACKENDS)}"]
-    elif key == "spacing" and value not in SPACINGS:
-        return [f"spacing: unknown step spacing {value!r}; valid: {', '.join(SPACINGS)}"]
+    elif key in ("spacing", "confirm_spacings"):
+        bad = [s for s in (value if isinstance(value, list) else [value]) if s not in SPACINGS]
+        if bad:
+            return [f"{key}: unknown step spacing {', '.join(map(repr, bad))}; valid: {', '.join(SPACINGS)}"]
     elif key == "loss_t":
         bad = [t for t in value if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < T]
         if bad:
