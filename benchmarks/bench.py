@@ -51,7 +51,7 @@ from diffusion_lib.data.images import to_model_range
 from diffusion_lib.data.mnist import load_mnist
 from diffusion_lib.diffusion.samplers import ddim_sample
 from diffusion_lib.diffusion.schedules import NoiseSchedule
-from diffusion_lib.nets.blocks import ConcatResBlock
+from diffusion_lib.nets.fast import use_fast_concat
 from diffusion_lib.nets.registry import build_model
 from diffusion_lib.training.config import load_train_config
 from diffusion_lib.training.trainer import use_bf16_autocast
@@ -145,9 +145,8 @@ def _worker(kind: str, cfg_path: str, batch: int, iters: int, device_name: str, 
             torch.set_num_threads(options["threads"])
 
         model = _build(kind, cfg_path).to(device)
-        for m in model.modules():
-            if isinstance(m, ConcatResBlock):
-                m.fast_concat = options.get("fast_concat", True)
+        if options.get("fast_concat", True):
+            use_fast_concat(model)
         cl = options.get("channels_last", False)
         if cl:
             model = model.to(memory_format=torch.channels_last)

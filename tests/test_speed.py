@@ -121,6 +121,45 @@ def test_sampling_backends_compute_the_network_in_float32_out(backend):
     assert inductor_config.freezing is False  # freezing is scoped to the backend's own calls
 
 
+def test_compiled_inference_reads_the_time_patterns_by_index_and_computes_the_same():
+    """Inside a compiled graph without gradients the fast block spreads its nine patterns with an index (it fuses
+    into the addition); that path must compute what the literal concatenation computes, float32 throughout."""
+    from diffusion_lib.nets.blocks import ConcatResBlock
+    from diffusion_lib.nets.fast import use_fast_concat
+
+    torch.manual_seed(3)
+    block = ConcatResBlock(8, 16, temb_dim=6, groups=4, dropout=0.0).eval()
+    x, temb = torch.randn(2, 8, 14, 9), torch.randn(2, 6)
+    with torch.no_grad():
+        literal = block(x, temb)
+        compiled = torch.compile(use_fast_concat(block), dynamic=False, fullgraph=True)(x, temb)
+    assert torch.allclose(compiled, literal, atol=1e-5, rtol=1e-5), (compiled - literal).abs().max()
+
+
+def test_frozen_bf16_freezes_even_after_compiled_bf16_compiled_the_same_module():
+    """Both backends of one module in one process, compiled first: frozen-bf16 must still compile a frozen graph of
+    its own (the weights become constants, so a later in-place change of them does not reach it) and compiled-bf16
+    must keep its unfrozen one (the change does reach it)."""
+    from diffusion_lib.nets.concat_unet import DiffusionModel
+    from diffusion_lib.nets.inference import FastModel
+
+    torch._dynamo.reset()  # no graph from an earlier test: this one compiles compiled-bf16 first, on purpose
+    torch.manual_seed(0)
+    m = DiffusionModel(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, time_dim=8, attention=True).eval()
+    for p in m.out_conv.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x, t = torch.randn(3, 1, 28, 28), torch.randint(0, 1000, (3,))
+    compiled = FastModel(m, "compiled-bf16", log=lambda *_: None)
+    before_c = compiled(x, t)
+    frozen = FastModel(m, "frozen-bf16", log=lambda *_: None)
+    before_f = frozen(x, t)
+    with torch.no_grad():
+        m.out_conv.weight.mul_(2.0)
+    assert not torch.allclose(compiled(x, t), before_c)  # the unfrozen graph reads the weights at every call
+    assert torch.equal(frozen(x, t), before_f)  # the frozen graph holds the weights of its first call
+    assert torch.equal(FastModel(m, "frozen-bf16", log=lambda *_: None)(x, t), before_f)  # and is reused, not rebuilt
+
+
 def test_an_unknown_sampling_backend_is_one_clear_error():
     from diffusion_lib.nets.concat_unet import DiffusionModel
     from diffusion_lib.nets.inference import FastModel

@@ -58,7 +58,7 @@ def _code_digest() -> str:
     """What builds networks and samples from them: two component keys and the backends' source."""
     lib = Path(__file__).resolve().parent.parent
     h = hashlib.sha256(json.dumps(keys(("network", "diffusion"))).encode())
-    for f in ("nets/inference.py", "nets/onnx.py"):
+    for f in ("nets/inference.py", "nets/fast.py", "nets/onnx.py"):
         h.update(f.encode() + (lib / f).read_bytes())
     return h.hexdigest()
 

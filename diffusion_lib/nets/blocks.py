@@ -50,8 +50,6 @@ class ConcatResBlock(TimeBlock):
     """
 
     kind = "ResBlock (t concatenated)"
-    # the exact decomposition below is used unless this is switched off (tests compare both)
-    fast_concat: bool = True
 
     def __init__(self, in_ch: int, out_ch: int, temb_dim: int, groups: int, dropout: float) -> None:
         super().__init__()
@@ -64,38 +62,17 @@ class ConcatResBlock(TimeBlock):
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        h = F.silu(self.norm1(x))
-        if self.fast_concat and min(x.shape[2], x.shape[3]) >= 2:
-            h = self._conv1_concat_fast(h, temb)
-        else:
-            t_map = temb[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
-            h = self.conv1(torch.cat([h, t_map.to(h.dtype)], dim=1))
+        h = self.conv_with_time(F.silu(self.norm1(x)), temb)
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
-    def _conv1_concat_fast(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """``conv1(cat([h, t_map]))`` computed exactly, without materialising the broadcast map.
+    def conv_with_time(self, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """``conv1`` over the features with the time embedding broadcast over H x W and concatenated to them.
 
-        A convolution is linear in its input channels, so it splits into the
-        features' part and the embedding's part. The embedding's map is constant
-        over H x W, so its (zero-padded) 3x3 convolution takes only nine distinct
-        values per channel: interior, four edges, four corners. Convolving the
-        embedding on a 3x3 map gives exactly those nine, and they are expanded to
-        H x W. Same weights, same result; the embedding's channels just stop
-        costing a full-resolution convolution in every block.
+        (The training and sampling programs compute the same with less work: :mod:`diffusion_lib.nets.fast`.)
         """
-        c = h.shape[1]
-        w_h, w_t = self.conv1.weight[:, :c], self.conv1.weight[:, c:]
-        out = F.conv2d(h, w_h, self.conv1.bias, padding=1)
-        small = temb[:, :, None, None].expand(-1, -1, 3, 3).to(h.dtype)
-        t9 = F.conv2d(small, w_t.to(h.dtype), padding=1)  # (B, out, 3, 3): the nine border patterns
-        H, W = h.shape[2], h.shape[3]
-        # rows 0 | 1..H-2 | H-1 take the top, middle and bottom pattern; the same for columns.
-        # Built from slices and expands (their backward is a slice and a sum), not from an index gather
-        # whose backward is a scatter-add.
-        t9 = torch.cat([t9[:, :, :1], t9[:, :, 1:2].expand(-1, -1, H - 2, -1), t9[:, :, 2:]], dim=2)
-        t_map = torch.cat([t9[:, :, :, :1], t9[:, :, :, 1:2].expand(-1, -1, -1, W - 2), t9[:, :, :, 2:]], dim=3)
-        return out + t_map
+        t_map = temb[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+        return self.conv1(torch.cat([h, t_map.to(h.dtype)], dim=1))
 
 
 class AddResBlock(TimeBlock):

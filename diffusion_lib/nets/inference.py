@@ -32,6 +32,7 @@ import torch
 from torch._inductor import config as inductor_config
 
 from ..core.devices import cpu_has_native_bf16
+from .fast import use_fast_concat
 from .onnx import OnnxModel, export_onnx
 from .unet import UNet
 
@@ -49,15 +50,34 @@ def bf16_native(device: torch.device) -> bool:
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
+def _own_entry(model: UNet) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``model`` called through a function of its own, for frozen-bf16.
+
+    Dynamo caches compiled graphs per code object and guards them on the module, not on Inductor's config, so
+    compiling the module itself would find the graph compiled-bf16 left for it (unfrozen) and run that. This
+    function's code has a cache of its own: the frozen graph compiles once per module and batch size, and
+    compiled-bf16 and frozen-bf16 of one module coexist in a process. (``torch.compile(options={"freezing": True})``
+    is no way round it in torch 2.14: measured, its graph is not frozen.)
+    """
+
+    def forward(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return model(x, t)
+
+    return forward
+
+
 class FastModel:
-    """``model(x_t, t) -> eps`` (float32) through a backend; exposes the network's ``config`` like the network."""
+    """``model(x_t, t) -> eps`` (float32) through a backend; exposes the network's ``config`` like the network.
+
+    It switches ``model``'s blocks to :mod:`~diffusion_lib.nets.fast` (in place: the same weights and function).
+    """
 
     training = False
 
     def __init__(self, model: UNet, backend: str = "eager", log: Callable[[str], None] = print) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown sampling backend {backend!r}; valid: {', '.join(BACKENDS)}")
-        self.network = model.eval()
+        self.network = use_fast_concat(model.eval())  # the same function, computed with less work
         self.config = model.config
         self.device = next(model.parameters()).device
         self.requested = backend
@@ -69,8 +89,10 @@ class FastModel:
         self._run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         if backend == "onnxruntime":
             self._run = self._onnx(model)
-        elif backend in ("compiled-bf16", "frozen-bf16"):
+        elif backend == "compiled-bf16":
             self._run = torch.compile(model, dynamic=False)
+        elif backend == "frozen-bf16":
+            self._run = torch.compile(_own_entry(model), dynamic=False)
         else:
             self._run = model
 

@@ -50,6 +50,7 @@ from ..core.paths import resolve
 from ..data.batches import TensorBatches
 from ..data.datasets import load_split
 from ..data.images import save_grid, to_model_range
+from ..nets.fast import use_fast_concat
 from ..nets.registry import build_model, fingerprint, load_model, same_function, save_model
 from .checkpoint import restore_newest, save_checkpoint
 from .config import TrainConfig
@@ -272,7 +273,7 @@ class TrainingRun:
         model_config = cfg.model_config()
         if labels is not None:
             model_config["num_classes"] = classes
-        model = build_model(model_config)
+        model = use_fast_concat(build_model(model_config))  # the same function, less work: nets/fast.py
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
 
