@@ -85,10 +85,10 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from diffusion_lib.chapter.claims import claim
+from diffusion_lib.chapter.committed import compact
 from diffusion_lib.chapter.evaluate import measure_runs
 from diffusion_lib.chapter.overview import parameter_table
 from diffusion_lib.chapter.params import sampler
-from diffusion_lib.chapter.committed import compact
 from diffusion_lib.chapter.recipe import BASE, arm_configs, arm_settings, changes, differences, recipe_of
 from diffusion_lib.chapter.runs import train_or_reuse
 from diffusion_lib.chapter.setup import start

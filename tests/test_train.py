@@ -381,6 +381,25 @@ def test_a_model_whose_code_changed_is_retrained_never_relabelled(tiny_train):
     assert fresh["fingerprint"] != summary["fingerprint"] and fresh["steps"] == 4
 
 
+def test_a_committed_run_whose_steps_grew_trains_again_when_it_has_no_checkpoint(tiny_train):
+    """A clone holds a chapter's finished runs without their checkpoints (they are not committed): when the chapter
+    asks for more steps there is nothing to continue, so the run trains from scratch, the old one moved aside."""
+    import shutil
+
+    from diffusion_lib.chapter.runs import train_or_reuse
+
+    d = tiny_train(steps=4)
+    train(cfg_of(d), progress=False, log=lambda *_: None)
+    out = Path(d["out_dir"])
+    shutil.rmtree(out / "checkpoints")
+    notes = []
+    train_or_reuse(cfg_of({**d, "steps": 6}), log=notes.append)
+    assert any("from scratch" in n for n in notes), notes
+    assert json.loads((out / "summary.json").read_text())["steps"] == 6
+    (old,) = out.glob("old-*")
+    assert json.loads((old / "summary.json").read_text())["steps"] == 4
+
+
 def test_a_compacted_run_is_reused_as_stored_and_measures_its_stored_weights(tiny_train):
     """Chapters 05 and 07 commit their runs in float16: half the bytes, snapshots too, the fingerprint taken again
     from the stored weights, reused without training, and compacting twice changes nothing."""

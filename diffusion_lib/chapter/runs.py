@@ -16,15 +16,18 @@ def train_or_reuse(cfg: TrainConfig, retrain: bool = False, log: Callable[[str],
     """The summary of ``cfg``'s run: reused when it can stand for ``cfg``, else trained now.
 
     A run with too few steps (or none yet) is continued from its checkpoints; a run
-    trained with other parameters or by other model code is trained again from
-    scratch, the old run moved aside (never deleted), as is any run with ``retrain``.
+    trained with other parameters or by other model code, or with too few steps and
+    no checkpoint, is trained again from scratch, the old run moved aside (never
+    deleted), as is any run with ``retrain``.
     """
     out = resolve(cfg.out_dir)
     shown = out.relative_to(project_root()) if out.is_relative_to(project_root()) else out
     quiet = lambda *_: None  # noqa: E731 - the chapter reports the run from its summary
     verdict = None if retrain else reuse_verdict(cfg)
     why = "" if verdict is None else verdict[1].replace(str(out), str(shown))  # the book shows project paths
-    if retrain or (verdict is not None and verdict[0] in STALE):
+    # a finished run with too few steps continues from its checkpoints; a clone has none (they are not committed)
+    no_checkpoint = not any((out / "checkpoints" / n).exists() for n in ("last.pt", "prev.pt"))
+    if retrain or (verdict is not None and (verdict[0] in STALE or verdict[0] == "steps" and no_checkpoint)):
         train(cfg, fresh=True, log=quiet)
         log(f"Trained the run in {shown} from scratch ({'retrain=True' if retrain else why}); "
             "the old run, if any, was moved aside.")
