@@ -80,14 +80,17 @@ display(parameter_table(profile, "01_unet", {
 # {{< include /_source/embed_time.md >}}
 #
 # Every residual block then concatenates $e(t)$, broadcast over $H \times W$, to
-# its features before its first convolution, $h' = \mathrm{conv}_1([h, e(t)])$.
-# Because a convolution is linear in its input channels, that convolution splits
-# into the features' part and the embedding's part; the embedding's part is
-# constant over the image except at its border, so the block computes it on a
-# $3 \times 3$ map and expands it, instead of convolving a full-resolution copy of
-# $e(t)$. The result is the same convolution over the same concatenation:
+# its features before its first convolution, $h' = \mathrm{conv}_1([h, e(t)])$:
 #
 # {{< include /_source/concat_block.md >}}
+#
+# Because a convolution is linear in its input channels, that convolution splits
+# into the features' part and the embedding's part, and the embedding's part is
+# constant over the image except at its border. The training and sampling
+# programs use this (`diffusion_lib.nets.fast`): they convolve $e(t)$ on a
+# $3 \times 3$ map and spread its nine values, instead of convolving a
+# full-resolution copy. It is the same convolution over the same concatenation;
+# a test compares the two, values and gradients.
 
 # %%
 #| label: fig-time-features

@@ -35,7 +35,7 @@ import staleness  # noqa: E402
 # name -> (file, qualified name): the implementation shown beside its equation
 SNIPPETS = {
     "embed_time": ("diffusion_lib/nets/concat_unet.py", "DiffusionModel.embed_time"),
-    "concat_block": ("diffusion_lib/nets/blocks.py", "ConcatResBlock.forward"),
+    "concat_block": ("diffusion_lib/nets/blocks.py", "ConcatResBlock.conv_with_time"),
     "q_sample": ("diffusion_lib/diffusion/schedules.py", "NoiseSchedule.q_sample"),
     "add_noise": ("diffusion_lib/training/process.py", "DiffusionProcess.add_noise"),
     "simple_loss": ("diffusion_lib/diffusion/losses.py", "simple_loss"),
