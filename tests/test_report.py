@@ -95,66 +95,125 @@ def test_cell_options_are_read_like_quarto():
     assert code == "x = 1\n#| not: an option"
 
 
-def test_references_resolve_outside_code_only():
-    from render_report import Page, resolve_references
+def _page(src: str, out: str, number, markdown: str):
+    """A page read by pandoc, as the renderer reads one."""
+    import json
 
-    page = Page("results/cpu/05.ipynb", "results/cpu/05.html", 5)
-    page.markdown = ("See @sec-ddim and @fig-a (@tbl-b).\n\n```python\nx = '@sec-ddim'\n```\n\n"
-                     "Inline `@fig-a` stays; so does an e-mail a@fig-a.org, but @fig-missing is flagged.\n")
+    from render_report import Page, _pandoc
+
+    page = Page(src, out, number, markdown=markdown)
+    page.doc = json.loads(_pandoc(markdown, "json"))
+    return page
+
+
+def _html(page) -> str:
+    from render_report import page_body
+
+    return page_body(page, None)
+
+
+def test_references_resolve_outside_code_only():
+    from render_report import resolve_references
+
+    page = _page("results/cpu/05.ipynb", "results/cpu/05.html", 5,
+                 "See @sec-ddim and @fig-a (@tbl-b).\n\n```python\nx = '@sec-ddim'\n```\n\n"
+                 "Inline `@fig-a` stays; so does an e-mail a@fig-a.org, but @fig-missing is flagged.\n")
     labels = {"sec-ddim": ("results/cpu/08.html", "Chapter 8"), "fig-a": ("results/cpu/05.html", "Figure 5.1"),
               "tbl-b": ("answers.html", "Table 2")}
     missing = resolve_references(page, labels)
-    md = page.markdown
-    assert "[Chapter 8](08.html#sec-ddim)" in md and "[Figure 5.1](#fig-a)" in md and "[Table 2](../../answers.html#tbl-b)" in md
-    assert "x = '@sec-ddim'" in md and "`@fig-a`" in md and "a@fig-a.org" in md
-    assert missing == ["fig-missing"] and "?@fig-missing" in md
+    out = _html(page)
+    assert '<a href="08.html#sec-ddim">Chapter 8</a>' in out and '<a href="#fig-a">Figure 5.1</a>' in out
+    assert '<a href="../../answers.html#tbl-b">Table 2</a>' in out
+    assert "&#39;@sec-ddim&#39;</span>" in out and "<code>@fig-a</code>" in out and "a@fig-a.org" in out
+    assert missing == ["fig-missing"] and '<span class="unresolved-ref">?@fig-missing</span>' in out
 
 
 def test_code_is_found_like_pandoc_finds_it():
-    from render_report import Page, resolve_references
+    from render_report import resolve_references
 
-    page = Page("x.ipynb", "x.html", 2)
-    page.markdown = ("A lone ` backtick, then @fig-a.\n\nNext paragraph ` and @fig-a again.\n\n"
-                     "~~~\n```\n@fig-a inside\n~~~\n\nAfter: -@fig-a and ``code with ` @fig-a``.\n")
+    page = _page("x.ipynb", "x.html", 2, "A lone ` backtick, then @fig-a.\n\nNext paragraph ` and @fig-a again.\n\n"
+                 "~~~\n```\n@fig-a inside\n~~~\n\nAfter: -@fig-a and ``code with ` @fig-a``.\n")
     resolve_references(page, {"fig-a": ("x.html", "Figure 2.1")})
-    md = page.markdown
-    assert md.count("[Figure 2.1](#fig-a)") == 2  # a lone backtick does not swallow the next paragraph
-    assert "@fig-a inside" in md  # the ``` inside a ~~~ fence does not end it
-    assert "[2.1](#fig-a)" in md  # -@ gives the number alone, as Quarto does
-    assert "``code with ` @fig-a``" in md
+    out = _html(page)
+    assert out.count('<a href="#fig-a">Figure 2.1</a>') == 2  # a lone backtick does not swallow the next paragraph
+    assert "@fig-a inside" in out  # the ``` inside a ~~~ fence does not end it
+    assert '<a href="#fig-a">2.1</a>' in out  # -@ gives the number alone, as Quarto does
+    assert "<code>code with ` @fig-a</code>" in out
+
+
+def test_a_citation_of_several_labels_and_keys_keeps_each():
+    from render_report import resolve_references
+
+    page = _page("x.ipynb", "x.html", 2, "As [see @fig-a; @tbl-b] show, and [@ho2020; @fig-a].\n")
+    assert resolve_references(page, {"fig-a": ("x.html", "Figure 2.1"), "tbl-b": ("x.html", "Table 2.1")}) == []
+    out = _html(page)
+    assert 'see <a href="#fig-a">Figure 2.1</a>; <a href="#tbl-b">Table 2.1</a></span> show' in out
+    assert '<a href="#fig-a">Figure 2.1</a>' in out.split("and", 1)[1] and "ho2020" in out  # the key stays a citation
+
+
+def test_notebook_outputs_become_numbered_figures_and_tables(tmp_path):
+    """Cells as the chapters write them: a figure whose caption has markdown in it, an HTML table with a caption and
+    a label, one with a caption only, one with a label only; all numbered, none crashing, the code cell hidden."""
+    import base64
+
+    import nbformat
+
+    from render_report import Page, _pandoc, notebook_markdown, number_page
+
+    png = base64.b64encode(b"\x89PNG not drawn").decode()
+    cell = lambda src, out: nbformat.v4.new_code_cell(src, outputs=[out])  # noqa: E731
+    html_out = nbformat.v4.new_output("display_data", {"text/html": "<table><tr><td>1</td></tr></table>"})
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Chapter {#sec-c}\n\nSee @fig-x and @tbl-y."),
+        cell('#| label: fig-x\n#| fig-cap: "x_t and x_0 in [-1, 1], from $q(x_t)$ [@ho2020]"\nplot()',
+             nbformat.v4.new_output("display_data", {"image/png": png})),
+        cell('#| label: tbl-y\n#| tbl-cap: "The *numbers*"\nshow()', html_out),
+        cell('#| tbl-cap: "No label"\nshow()', html_out),
+        cell("#| label: tbl-z\nshow()", html_out),
+    ])
+    page = Page("results/cpu/04_x.ipynb", "results/cpu/04_x.html", 4)
+    page.markdown = notebook_markdown(nb, page, tmp_path, echo_default=False)
+    page.doc = __import__("json").loads(_pandoc(page.markdown, "json"))
+    number_page(page)
+    out = _html(page)
+    assert page.labels == {"sec-c": (page.out, "Chapter 4"), "fig-x": (page.out, "Figure 4.1"),
+                           "tbl-y": (page.out, "Table 4.1"), "tbl-z": (page.out, "Table 4.3")}
+    assert "Figure 4.1</span>: x_t and x_0 in [-1, 1], from <math" in out and "plot()" not in out
+    assert "Table 4.1</span>: The <em>numbers</em>" in out and "Table 4.2</span>: No label" in out
+    assert out.count("<table>") == 3 and out.count('class="table-block"') == 3
 
 
 def test_both_spellings_of_unnumbered():
-    from render_report import Page, number_headings
+    from render_report import number_page
 
-    page = Page("x.qmd", "x.html", 3)
-    page.markdown = "# Title\n\n## A {-}\n\n## B {#sec-b .unnumbered}\n\n## C\n"
-    number_headings(page)
-    assert "## A {-}" in page.markdown and '3.1</span> C' in page.markdown
+    page = _page("x.qmd", "x.html", 3, "# Title\n\n## A {-}\n\n## B {#sec-b .unnumbered}\n\n## C\n")
+    number_page(page)
+    out = _html(page)
+    assert '<h2 class="unnumbered">A</h2>' in out and '3.1</span> C' in out
     assert page.labels["sec-b"] == ("x.html", "B")
 
 
 def test_sections_figures_and_tables_are_numbered():
-    from render_report import Page, caption_markdown_tables, number_floats, number_headings, number_markdown_figures
+    from render_report import number_page
 
-    page = Page("x.ipynb", "x.html", 4)
-    page.markdown = ("# Schedules {#sec-schedules}\n\n## Setup\n\n## Quality {#sec-q}\n\n### Detail\n\n"
-                     "```\n# not a heading\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n: The numbers {#tbl-n}\n\n"
-                     "![A grid](g.png){#fig-grid width=50%}\n\n| c |\n|---|\n| 3 |\n\n: More {#tbl-m}\n\n"
-                     "## Answers {.unnumbered}\n")
-    number_markdown_figures(page)
-    caption_markdown_tables(page)
-    number_floats(page)
-    number_headings(page)
-    md = page.markdown
+    page = _page("x.ipynb", "x.html", 4,
+                 "# Schedules {#sec-schedules}\n\n## Setup\n\n## Quality {#sec-q}\n\n### Detail\n\n"
+                 "```\n# not a heading\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n: The numbers {#tbl-n}\n\n"
+                 "![A grid](g.png){#fig-grid width=50%}\n\n::: {#tbl-m .table-block}\n::: table-caption\nMore\n:::\n\n"
+                 "```{=html}\n<table><tr><td>3</td></tr></table>\n```\n:::\n\n## Answers {.unnumbered}\n")
+    number_page(page)
+    out = _html(page)
     assert page.title == "4 Schedules"
-    assert '<span class="header-section-number">4.1</span> Setup' in md
-    assert '<span class="header-section-number">4.2.1</span> Detail' in md
-    assert "# not a heading" in md and "Answers {.unnumbered}" in md and "4.3" not in md
+    assert '<span class="header-section-number">4.1</span> Setup' in out
+    assert '<span class="header-section-number">4.2.1</span> Detail' in out
+    assert "# not a heading" in out and ">Answers</h2>" in out and "4.3" not in out
     assert page.labels == {"sec-schedules": ("x.html", "Chapter 4"), "sec-q": ("x.html", "Section 4.2"),
-                           "fig-grid": ("x.html", "Figure 4.1"), "tbl-n": ("x.html", "Table 4.1"),
+                           "tbl-n": ("x.html", "Table 4.1"), "fig-grid": ("x.html", "Figure 4.1"),
                            "tbl-m": ("x.html", "Table 4.2")}  # numbered in the order a reader meets them
-    assert 'Figure 4.1</span>: A grid' in md and 'Table 4.1</span>: The numbers' in md and 'style="width:50%"' in md
+    assert '<span class="figure-number">Figure 4.1</span>: A grid' in out and 'style="width:50.0%"' in out
+    for label, cap in (("tbl-n", "Table 4.1</span>: The numbers"), ("tbl-m", "Table 4.2</span>: More")):
+        block = out[out.index(f'id="{label}"'):]
+        assert block.index(cap) < block.index("<table")  # the caption heads its block, as in the Quarto book
 
 
 # ----------------------------------------------------------------------------- the rendered book

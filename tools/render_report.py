@@ -7,24 +7,25 @@ the book is configured in ``_quarto.yml`` and ``_quarto-<profile>.yml``; the
 executed notebooks are rendered as they are, never re-executed; HTML and PDF
 (Typst, A4) go to ``_book/<profile>/``.
 
-**Without Quarto** it builds the same book with standard tools into
-``report/<profile>/``, honouring the subset of Quarto's syntax the chapters use,
-the same way Quarto does:
+**Without Quarto** it builds the same book with pandoc into ``report/<profile>/``,
+honouring the subset of Quarto's syntax the chapters use:
 
 - cell options ``#| include``, ``#| echo`` (default from ``_quarto.yml``),
   ``#| output``, ``#| code-fold``, ``#| label: fig-..``/``tbl-..``,
   ``#| fig-cap``, ``#| tbl-cap``; Papermill's parameter cells are never shown;
+- ``{{< include file >}}``;
 - numbered chapters, sections, figures and tables (``Figure 4.2``), and the
-  cross-references ``@sec-``, ``@fig-``, ``@tbl-`` resolved to links across pages
-  (never inside code);
-- ``{{< include file >}}`` and ``[@key]`` citations from ``references.bib``
-  (pandoc's citeproc), with the bibliography on the references page;
+  cross-references ``@sec-``, ``@fig-``, ``@tbl-`` resolved to links across pages;
+  ``[@key]`` citations from ``references.bib`` (pandoc's citeproc), with the
+  bibliography on the references page;
 - the same page layout as the Quarto book (``index.html``, the chapters under
   ``results/<profile>/``, the back matter at the root).
 
-Pages are converted by pandoc (bundled in the ``pypandoc_binary`` wheel) to HTML
-with MathML, so formulas render offline. ``report.pdf`` is all pages printed by
-headless Chromium on A4, with a table of contents and a document outline.
+Each page is read by pandoc's Markdown reader (bundled in the ``pypandoc_binary``
+wheel); the numbering and the cross-references are done on its syntax tree, where
+code is code and a reference is a citation, and pandoc writes HTML with MathML, so
+formulas render offline. ``report.pdf`` is all pages printed by headless Chromium
+on A4, with a table of contents and a document outline.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import json
 import os
 import posixpath
 import re
@@ -109,6 +111,7 @@ class Page:
     title: str = ""
     markdown: str = ""
     labels: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (page.out, "Figure 3.1")
+    doc: dict = field(default_factory=dict)  # the page as pandoc's syntax tree (JSON)
 
     @property
     def stem(self) -> str:
@@ -128,73 +131,6 @@ def book_config(profile: str) -> tuple[list[str], dict]:
     base = yaml.safe_load((ROOT / "_quarto.yml").read_text())
     prof = yaml.safe_load((ROOT / f"_quarto-{profile}.yml").read_text())
     return prof["book"]["chapters"], _merge(base, prof)
-
-
-_FENCE = re.compile(r"^[ ]{0,3}(`{3,}|~{3,})")
-
-
-def _lines_outside_code(text: str):
-    """(line, inside_code) for every line: fenced blocks (``` or ~~~, closed by a fence of the same
-    character at least as long) and ``<pre>`` blocks are code."""
-    fence, pre = None, False
-    for line in text.splitlines():
-        m = _FENCE.match(line)
-        if fence is None and not pre and m:
-            fence = m.group(1)
-            yield line, True
-        elif fence is not None:
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence) and not line.strip()[len(m.group(1)):]:
-                fence = None
-            yield line, True
-        elif pre or re.match(r"\s*<pre[\s>]", line):
-            pre = "</pre>" not in line or (not pre and line.count("<pre") > line.count("</pre>"))
-            yield line, True
-        else:
-            yield line, False
-
-
-_INLINE_CODE = re.compile(r"(?<!`)(`+)(?!`)(?:(?!\n\s*\n).)+?(?<!`)\1(?!`)", re.S)
-
-
-def _split_code(text: str) -> list[tuple[bool, str]]:
-    """(is_code, piece): fenced and ``<pre>`` blocks, and inline code spans (within a paragraph), are code."""
-    blocks: list[tuple[bool, list[str]]] = []
-    for line, code in _lines_outside_code(text):
-        if blocks and blocks[-1][0] == code:
-            blocks[-1][1].append(line)
-        else:
-            blocks.append((code, [line]))
-    pieces: list[tuple[bool, str]] = []
-    for code, lines in blocks:
-        chunk = "\n".join(lines) + "\n"
-        if code:
-            pieces.append((True, chunk))
-            continue
-        pos = 0
-        for m in _INLINE_CODE.finditer(chunk):
-            pieces += [(False, chunk[pos:m.start()]), (True, m.group(0))]
-            pos = m.end()
-        pieces.append((False, chunk[pos:]))
-    return pieces
-
-
-def _in_prose(text: str, fn) -> str:
-    """``fn`` applied to the text outside code only."""
-    return "".join(piece if code else fn(piece) for code, piece in _split_code(text))
-
-
-def _first_heading(text: str) -> tuple[str, str]:
-    """The first level-1 heading's text and its attribute block."""
-    for line, code in _lines_outside_code(text):
-        m = re.match(r"#\s+(.*?)\s*(\{[^}]*\})?\s*$", line)
-        if m and not code:
-            return m.group(1), m.group(2) or ""
-    return "untitled", ""
-
-
-def _unnumbered(attrs: str) -> bool:
-    """Quarto's two spellings: ``{.unnumbered}`` and ``{-}``."""
-    return ".unnumbered" in attrs or bool(re.search(r"(^|[\s{])-(?=[\s}])", attrs))
 
 
 # ----------------------------------------------------------------------------- notebooks and qmd to markdown
@@ -227,36 +163,10 @@ def _include(text: str, base: Path, depth: int = 0) -> str:
 _REPR = re.compile(r"^<[\w.]+( [^>]*)?>$|^\[<[\w.]+.*>\]$", re.S)
 
 
-_MARK = "\x00{kind}:{label}\x00"  # numbered later, in document order (number_floats)
-
-
-def _figure(label: str, cap: str, img: str, style: str = "") -> str:
-    head = _MARK.format(kind="Figure", label=label) + ": " if label.startswith("fig-") else ""
-    fid = f' id="{label}"' if label else ""
-    return (f'<figure{fid}><img src="{img}" alt="{html.escape(cap or "figure")}"{style}>'
-            f"<figcaption>{head}{html.escape(cap)}</figcaption></figure>")
-
-
-def _table(label: str, cap: str, body: str, cap_is_markdown: bool = False) -> str:
-    fid = f' id="{label}"' if label else ""
-    caption = cap if cap_is_markdown else html.escape(cap)
-    return (f'<div class="table-block"{fid}>\n<p class="table-caption">{_MARK.format(kind="Table", label=label)}: '
-            f"{caption}</p>\n\n{body}\n\n</div>")
-
-
-def number_floats(page: Page) -> None:
-    """Number figures and tables in the order a reader meets them (Figure 4.1, Table 4.1, ...); record labels."""
-    counts = {"Figure": 0, "Table": 0}
-
-    def repl(m: re.Match) -> str:
-        kind, label = m.group(1), m.group(2)
-        counts[kind] += 1
-        num = f"{page.number}.{counts[kind]}" if page.number is not None else str(counts[kind])
-        if label:
-            page.labels[label] = (page.out, f"{kind} {num}")
-        return f'<span class="{kind.lower()}-number">{kind} {num}</span>'
-
-    page.markdown = re.sub("\x00(Figure|Table):([\\w-]*)\x00", repl, page.markdown)
+def _fenced(text: str, attrs: str) -> str:
+    """``text`` as a fenced block, its fence longer than any run of backticks inside it."""
+    fence = "`" * max([3] + [len(r) + 1 for r in re.findall(r"`{3,}", text)])
+    return f"{fence}{{{attrs}}}\n{text}\n{fence}"
 
 
 def notebook_markdown(nb, page: Page, fig_dir: Path, echo_default: bool) -> str:
@@ -266,169 +176,182 @@ def notebook_markdown(nb, page: Page, fig_dir: Path, echo_default: bool) -> str:
         if cell.cell_type == "markdown":
             parts.append(_include(cell.source, (ROOT / page.src).parent))
             continue
-        if cell.cell_type != "code":
-            continue
         tags = cell.metadata.get("tags", [])
         opts, code = cell_options(cell.source)
-        if opts.get("include") is False or {"parameters", "injected-parameters"} & set(tags):
+        if cell.cell_type != "code" or opts.get("include") is False or {"parameters", "injected-parameters"} & set(tags):
             continue
         if opts.get("echo", echo_default) and code:
-            block = f"```{{.python .cell-code}}\n{code}\n```"
+            block = _fenced(code, ".python .cell-code")
             parts.append(f'<details class="code-fold"><summary>Code</summary>\n\n{block}\n\n</details>'
                          if opts.get("code-fold") else block)
-        if opts.get("output") is False:
-            continue
-        label, fig_cap, tbl_cap = str(opts.get("label", "")), str(opts.get("fig-cap", "")), str(opts.get("tbl-cap", ""))
-        for out in cell.get("outputs", []):
-            parts.append(_output_markdown(out, page, fig_dir, label, fig_cap, tbl_cap))
+        if opts.get("output") is not False:
+            label, fig_cap, tbl_cap = str(opts.get("label", "")), str(opts.get("fig-cap", "")), str(opts.get("tbl-cap", ""))
+            parts += [_output_markdown(out, page, fig_dir, label, fig_cap, tbl_cap) for out in cell.get("outputs", [])]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
 def _output_markdown(out, page: Page, fig_dir: Path, label: str, fig_cap: str, tbl_cap: str) -> str:
+    anchor = f"#{label} " if label else ""
     if out.output_type == "stream":
         text = out.text.strip("\n")
         if out.name == "stderr" or not text.strip():
             return ""  # progress bars and library warnings stay out of the book; no empty boxes
-        return "```{.output}\n" + text + "\n```"
+        return _fenced(text, ".output")
     if out.output_type == "error":
-        tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(out.get("traceback", [])))
-        return "```{.output .error}\n" + tb + "\n```"
+        return _fenced(re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(out.get("traceback", []))), ".output .error")
     data = out.get("data", {})
     if "image/png" in data:
         n = len(list(fig_dir.glob(f"{page.stem}_*.png"))) + 1
-        name = f"{page.stem}_{n}.png"
-        (fig_dir / name).write_bytes(base64.b64decode(data["image/png"]))
-        rel = posixpath.relpath(f"figures/{name}", posixpath.dirname(page.out) or ".")
-        return _figure(label, fig_cap, rel)
+        (fig_dir / f"{page.stem}_{n}.png").write_bytes(base64.b64decode(data["image/png"]))
+        rel = posixpath.relpath(f"figures/{page.stem}_{n}.png", posixpath.dirname(page.out) or ".")
+        return f"![{fig_cap}]({rel})" + (f"{{#{label}}}" if label else "")
     if "text/html" in data:
-        body = "<div class=\"output-html\">\n" + data["text/html"] + "\n</div>"
-        return _table(label, tbl_cap, body) if (tbl_cap or label.startswith("tbl-")) else body
+        body = _fenced(f'<div class="output-html">\n{data["text/html"]}\n</div>', "=html")
+        if not (tbl_cap or label.startswith("tbl-")):
+            return body
+        return f"::: {{{anchor}.table-block}}\n::: table-caption\n{tbl_cap}\n:::\n\n{body}\n:::"
     if "text/markdown" in data:
         return data["text/markdown"]
     text = data.get("text/plain", "")
     if not text.strip() or _REPR.match(text.strip()):
         return ""  # an object's repr (a figure, an axis), not a result
-    return "```{.output}\n" + text + "\n```"
+    return _fenced(text, ".output")
 
 
 def qmd_markdown(path: Path) -> str:
-    text = path.read_text()
-    text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)  # front matter
+    text = re.sub(r"\A---\n.*?\n---\n", "", path.read_text(), flags=re.S)  # front matter
     return _include(text, path.parent)
 
 
-# ----------------------------------------------------------------------------- numbering and references
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*(\{[^}]*\})?\s*$")
+# ----------------------------------------------------------------------------- the syntax tree
+READER = "markdown+raw_html+tex_math_dollars"
 
 
-def number_headings(page: Page) -> None:
-    """Number sections (3, 3.1, ...) outside code, record their labels, and set the page's title."""
-    counters = [0] * 7
-    lines = []
-    for line, code in _lines_outside_code(page.markdown):
-        h = None if code else _HEADING.match(line)
-        if not h:
-            lines.append(line)
-            continue
-        level, text, attrs = len(h.group(1)), h.group(2), h.group(3) or ""
-        number = ""
-        if page.number is not None and not _unnumbered(attrs):
-            if level == 1:
-                number = str(page.number)
-            else:
+PANDOC = (3, 9)  # the first pandoc read here that gives a table the attributes of its caption (": cap {#tbl-x}")
+
+
+def _pandoc(text: str, to: str, fmt: str = READER, args: list[str] | None = None) -> str:
+    import pypandoc
+
+    version = tuple(int(v) for v in pypandoc.get_pandoc_version().split(".")[:2])
+    if version < PANDOC:
+        raise SystemExit(f"error: the report needs pandoc {'.'.join(map(str, PANDOC))} or later, and pypandoc found "
+                         f"{pypandoc.get_pandoc_version()}: pip install -e .[report] (its wheel bundles one)")
+    return pypandoc.convert_text(text, to, format=fmt, extra_args=args or [])
+
+
+def _elements(x):
+    """Every element of a pandoc JSON tree, in reading order (an element before what it contains)."""
+    if isinstance(x, dict):
+        if "t" in x:
+            yield x
+        for v in list(x.values()):
+            yield from _elements(v)
+    elif isinstance(x, list):
+        for v in list(x):
+            yield from _elements(v)
+
+
+def _text(x) -> str:
+    """The plain text of inline elements."""
+    return "".join(e["c"] if e["t"] == "Str" else " " if e["t"] in ("Space", "SoftBreak") else
+                   e["c"][1] if e["t"] in ("Code", "Math") else "" for e in _elements(x))
+
+
+def _str(s: str) -> dict:
+    return {"t": "Str", "c": s}
+
+
+def _span(cls: str, s: str) -> dict:
+    return {"t": "Span", "c": [["", [cls], []], [_str(s)]]}
+
+
+def _number_float(el: dict, kind: str, number: str) -> None:
+    """A figure's caption, or a table's, starts with its number; a table becomes a captioned block."""
+    head = [_span(f"{kind.lower()}-number", f"{kind} {number}"), _str(":"), {"t": "Space"}]
+    if el["t"] == "Figure":
+        el["c"][1][1][0]["c"][:0] = head
+    elif el["t"] == "Table":  # Quarto's ": caption {#tbl-x}": the caption moves into the block's first paragraph
+        attr, caption = el["c"][0], el["c"][1][1]
+        el["c"][0], el["c"][1] = ["", [], []], [None, []]
+        inlines = [i for b in caption for i in b["c"]]
+        cap = {"t": "Div", "c": [["", ["table-caption"], []], [{"t": "Plain", "c": head + inlines}]]}
+        el["t"], el["c"] = "Div", [[attr[0], ["table-block"], []], [cap, {"t": "Table", "c": el["c"]}]]
+    else:  # a block with a table-caption block inside (a notebook's HTML table)
+        cap = next(b for b in el["c"][1] if b["t"] == "Div" and "table-caption" in b["c"][0][1])
+        inlines = [i for b in cap["c"][1] for i in b["c"]]
+        cap["c"][1] = [{"t": "Plain", "c": head + inlines}]
+
+
+def number_page(page: Page) -> None:
+    """Number the page's sections (4, 4.1, ...), figures and tables (in the order a reader meets them), record their
+    labels and set the page's title."""
+    counters, floats = [0] * 7, {"Figure": 0, "Table": 0}
+    for el in _elements(page.doc["blocks"]):
+        if el["t"] == "Header":
+            level, (ident, classes, _), inlines = el["c"]
+            text, number = _text(inlines), ""
+            if page.number is not None and "unnumbered" not in classes:
                 counters[level] += 1
                 counters[level + 1:] = [0] * (6 - level)
                 number = ".".join([str(page.number)] + [str(c) for c in counters[2:level + 1]])
-        m_id = re.search(r"#([\w-]+)", attrs)
-        if m_id and m_id.group(1).startswith("sec-"):
-            kind = "Chapter" if level == 1 else "Section"
-            page.labels[m_id.group(1)] = (page.out, f"{kind} {number}" if number else text)
-        if level == 1 and not page.title:
-            page.title = f"{number} {text}".strip()
-        span = f'<span class="header-section-number">{number}</span> ' if number else ""
-        lines.append(f"{h.group(1)} {span}{text} {attrs}".rstrip())
-    page.markdown = "\n".join(lines) + "\n"
+                inlines[:0] = [_span("header-section-number", number), {"t": "Space"}]
+            if ident.startswith("sec-"):
+                page.labels[ident] = (page.out, f"{'Chapter' if level == 1 else 'Section'} {number}" if number else text)
+            if level == 1 and not page.title:
+                page.title = f"{number} {text}".strip()
+        elif (el["t"] == "Figure" and el["c"][0][0].startswith("fig-") or el["t"] == "Table" and el["c"][0][0]
+              .startswith("tbl-") or el["t"] == "Div" and "table-block" in el["c"][0][1]):
+            kind = "Figure" if el["t"] == "Figure" else "Table"
+            floats[kind] += 1
+            number = f"{page.number}.{floats[kind]}" if page.number is not None else str(floats[kind])
+            if el["c"][0][0]:
+                page.labels[el["c"][0][0]] = (page.out, f"{kind} {number}")
+            _number_float(el, kind, number)
 
 
-def caption_markdown_tables(page: Page) -> None:
-    """Markdown tables captioned Quarto's way (``: caption {#tbl-x}``) become numbered, labelled blocks."""
-    out: list[str] = []
-    for line, code in _lines_outside_code(page.markdown):
-        m = None if code else re.match(r"^:\s+(.*?)\s*\{#(tbl-[\w-]+)\}\s*$", line)
-        if not m:
-            out.append(line)
-            continue
-        while out and not out[-1].strip():
-            out.pop()
-        start = len(out)
-        while start > 0 and out[start - 1].lstrip().startswith("|"):
-            start -= 1
-        table = out[start:]
-        del out[start:]
-        out += _table(m.group(2), m.group(1), "\n".join(table), cap_is_markdown=True).splitlines()
-    page.markdown = "\n".join(out) + "\n"
-
-
-def number_markdown_figures(page: Page) -> None:
-    """Markdown images labelled Quarto's way (``![cap](src){#fig-x width=60%}``) become figures."""
-    def repl(m: re.Match) -> str:
-        cap, src, label, attrs = m.group(1), m.group(2), m.group(3), m.group(4)
-        width = re.search(r"width=([\w.%]+)", attrs)
-        return _figure(label, cap, src, f' style="width:{width.group(1)}"' if width else "")
-    page.markdown = _in_prose(page.markdown,
-                              lambda t: re.sub(r"!\[([^\]]*)\]\(([^)]+)\)\{#(fig-[\w-]+)([^}]*)\}", repl, t))
-
-
-_REF = re.compile(r"(?<![\w@/])(-?)@((?:sec|fig|tbl)-[A-Za-z0-9_-]*[A-Za-z0-9_])")
+REF_KINDS = ("sec-", "fig-", "tbl-")
 
 
 def resolve_references(page: Page, labels: dict[str, tuple[str, str]]) -> list[str]:
-    """Replace ``@sec-``/``@fig-``/``@tbl-`` outside code with links; returns the labels that did not resolve."""
+    """Turn the citations of ``@sec-``/``@fig-``/``@tbl-`` labels into links; returns the labels that did not resolve.
+
+    Pandoc reads ``@fig-x`` as a citation, never inside code; ``-@fig-x`` (Quarto's number alone) is one whose
+    author is suppressed. Citations of bibliography keys are left to citeproc.
+    """
     missing: list[str] = []
     here = posixpath.dirname(page.out) or "."
 
-    def repl(m: re.Match) -> str:
-        label = m.group(2)
+    def link(c: dict) -> list[dict]:
+        label = c["citationId"]
         if label not in labels:
             missing.append(label)
-            return f'<span class="unresolved-ref">?@{label}</span>'
+            return [_span("unresolved-ref", f"?@{label}")]
         target, text = labels[label]
-        if m.group(1) == "-":  # Quarto's -@fig-x: the number alone
+        if c["citationMode"]["t"] == "SuppressAuthor":
             text = text.split(" ", 1)[-1]
         href = posixpath.relpath(target, here) if target != page.out else ""
-        return f"[{text}]({href}#{label})"
+        spaced = lambda xs: xs + [{"t": "Space"}] if xs else xs  # noqa: E731
+        return spaced(c["citationPrefix"]) + [{"t": "Link", "c": [["", [], []], [_str(text)], [f"{href}#{label}", ""]]}] \
+            + c["citationSuffix"]
 
-    page.markdown = _in_prose(page.markdown, lambda t: _REF.sub(repl, t))
+    for el in _elements(page.doc["blocks"]):
+        if el["t"] != "Cite" or not any(c["citationId"].startswith(REF_KINDS) for c in el["c"][0]):
+            continue
+        out: list[dict] = []
+        for c in el["c"][0]:  # a label becomes a link; a bibliography key stays a citation of its own
+            out += ([_str("; ")] if out else []) + (link(c) if c["citationId"].startswith(REF_KINDS) else
+                                                    [{"t": "Cite", "c": [[c], [_str("@" + c["citationId"])]]}])
+        el["t"], el["c"] = "Span", [["", [], []], out]
     return missing
 
 
-def cited_keys(markdown: str, bib_keys: set[str]) -> set[str]:
-    found = set()
-    for is_code, piece in _split_code(markdown):
-        if not is_code:
-            found |= set(re.findall(r"@([\w:.-]*\w)", piece)) & bib_keys
-    return found
+def cited_keys(page: Page) -> set[str]:
+    """The bibliography keys the page cites."""
+    return {c["citationId"] for el in _elements(page.doc["blocks"]) if el["t"] == "Cite" for c in el["c"][0]}
 
 
-def bib_keys(bib: Path) -> set[str]:
-    return set(re.findall(r"@\w+\{([^,\s]+),", bib.read_text())) if bib.exists() else set()
-
-
-# ----------------------------------------------------------------------------- pandoc and pages
-def _pandoc(markdown: str, title: str, bib: Path | None, nocite: set[str] | None = None) -> str:
-    import pypandoc
-
-    args = ["--mathml", "--section-divs", f"--metadata=pagetitle:{title}", "--wrap=none"]
-    if bib is not None:
-        args += ["--citeproc", f"--bibliography={bib}", "--metadata=link-citations:true"]
-        if nocite:  # in a metadata block: from the command line pandoc takes it as a string, not citations
-            markdown = "---\nnocite: |\n  " + ", ".join(f"@{k}" for k in sorted(nocite)) + "\n---\n\n" + markdown
-        else:
-            args.append("--metadata=suppress-bibliography:true")
-    return pypandoc.convert_text(markdown, "html5", format="markdown+raw_html+tex_math_dollars-implicit_figures",
-                                 extra_args=args)
-
-
+# ----------------------------------------------------------------------------- pages
 def _page_html(title: str, body: str, nav: str, pager: str, profile: str, css: str) -> str:
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -438,7 +361,7 @@ def _page_html(title: str, body: str, nav: str, pager: str, profile: str, css: s
 
 
 def build_pages(profile: str, site: Path) -> list[Page]:
-    """Every page of the profile's book as numbered Markdown with resolved references."""
+    """Every page of the profile's book, read by pandoc, numbered, with its references resolved."""
     import nbformat
 
     entries, base = book_config(profile)
@@ -449,25 +372,38 @@ def build_pages(profile: str, site: Path) -> list[Page]:
         path = ROOT / src
         if not path.exists():
             raise SystemExit(f"error: {src} does not exist; run `make results PROFILE={profile}` first")
-        out = str(Path(src).with_suffix(".html"))
-        raw = qmd_markdown(path) if path.suffix == ".qmd" else None
-        nb = nbformat.read(path, as_version=4) if raw is None else None
-        first = raw if raw is not None else next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
-        _, attrs = _first_heading(first)
-        numbered = not _unnumbered(attrs)
-        number += numbered
-        page = Page(src, out, number if numbered else None)
-        page.markdown = raw if raw is not None else notebook_markdown(nb, page, site / "figures", echo_default)
-        number_markdown_figures(page)
-        caption_markdown_tables(page)
-        number_floats(page)
-        number_headings(page)
+        page = Page(src, str(Path(src).with_suffix(".html")))
+        if path.suffix == ".qmd":
+            page.markdown = qmd_markdown(path)
+        else:
+            page.markdown = notebook_markdown(nbformat.read(path, as_version=4), page, site / "figures", echo_default)
+        page.doc = json.loads(_pandoc(page.markdown, "json"))
+        first = next((e for e in page.doc["blocks"] if e["t"] == "Header" and e["c"][0] == 1), None)
+        if first is None or "unnumbered" not in first["c"][1][1]:
+            number += 1
+            page.number = number
+        number_page(page)
         pages.append(page)
     labels = {k: v for p in pages for k, v in p.labels.items()}
     missing = [f"{p.src}: @{m}" for p in pages for m in resolve_references(p, labels)]
     if missing:
         print("warning: unresolved cross-references (shown in red): " + ", ".join(missing), file=sys.stderr)
     return pages
+
+
+def page_body(page: Page, bib: Path | None, nocite: set[str] | None = None) -> str:
+    """The page's HTML (pandoc: MathML, section divs, citeproc with links to the references page)."""
+    args = ["--mathml", "--section-divs", f"--metadata=pagetitle:{page.title}", "--wrap=none"]
+    if bib is not None:
+        args += ["--citeproc", f"--bibliography={bib}", "--metadata=link-citations:true"]
+        if nocite:
+            page.doc["meta"]["nocite"] = {"t": "MetaInlines", "c": [
+                {"t": "Cite", "c": [[{"citationId": k, "citationPrefix": [], "citationSuffix": [],
+                                      "citationMode": {"t": "NormalCitation"}, "citationNoteNum": 0,
+                                      "citationHash": 0} for k in sorted(nocite)], []]}]}
+        else:
+            args.append("--metadata=suppress-bibliography:true")
+    return _pandoc(json.dumps(page.doc), "html5", "json", args)
 
 
 def _nav(pages: list[Page], current: Page, profile: str) -> str:
@@ -504,13 +440,11 @@ def render_plain(profile: str, out_root: Path, pdf: bool = True) -> Path:
     subprocess.run([sys.executable, str(ROOT / "tools" / "widget_assets.py"), profile], check=False)
     shutil.copytree(ROOT / "widget", site / "widget")
     bib = ROOT / "references.bib"
-    keys = bib_keys(bib)
-    cited = set().union(*(cited_keys(p.markdown, keys) for p in pages))
-    refs_page = next((p for p in pages if re.search(r"::: *\{#refs\}", p.markdown)), None)
-    bodies = {}
-    for p in pages:
-        body = _pandoc(p.markdown, p.title, bib if keys else None, cited if p is refs_page else None)
-        bodies[p.out] = _rebase_links(body, p, refs_page)
+    refs_page = next((p for p in pages if any(e["t"] == "Div" and e["c"][0][0] == "refs"
+                                              for e in _elements(p.doc["blocks"]))), None)
+    cited = set().union(*(cited_keys(p) for p in pages))
+    bodies = {p.out: _rebase_links(page_body(p, bib if bib.exists() else None, cited if p is refs_page else None),
+                                   p, refs_page) for p in pages}
     for i, p in enumerate(pages):
         here = posixpath.dirname(p.out) or "."
         prev_link = (f"<a href='{posixpath.relpath(pages[i - 1].out, here)}'>&larr; {html.escape(pages[i - 1].title)}</a>"
@@ -538,9 +472,9 @@ def copy_page_images(pages: list[Page], site: Path) -> None:
     """Images a page links by a relative path (other than the rendered figures) are copied beside it in the site."""
     for p in pages:
         here = posixpath.dirname(p.out) or "."
-        for src in set(re.findall(r'<img src="([^":#]+)"', p.markdown)):
+        for src in {e["c"][2][0] for e in _elements(p.doc["blocks"]) if e["t"] == "Image"}:
             rel = posixpath.normpath(posixpath.join(here, src))
-            if rel.startswith("figures/") or rel.startswith(".."):
+            if ":" in src or rel.startswith("figures/") or rel.startswith(".."):
                 continue
             if (ROOT / rel).is_file():
                 (site / rel).parent.mkdir(parents=True, exist_ok=True)
