@@ -70,12 +70,12 @@ def test_odd_size_with_one_level_works():
     assert model(x, torch.tensor([1, 2])).shape == x.shape
 
 
-@pytest.mark.parametrize("size", [28, 7, 2, 1])
+@pytest.mark.parametrize("size", [(28, 28), (7, 7), (2, 5), (5, 2), (3, 3), (1, 4)])
 def test_fast_concatenation_equals_explicit_concatenation(size):
     """The decomposed conv over [h, broadcast t_emb] gives what the explicit concatenation gives."""
     torch.manual_seed(1)
     block = ResBlock(12, 16, temb_dim=8, groups=4, dropout=0.0)
-    x = torch.randn(3, 12, size, size)
+    x = torch.randn(3, 12, *size)
     temb = torch.randn(3, 8)
     explicit = block(x, temb)
     assert type(use_fast_concat(block)) is FastConcatResBlock
@@ -91,10 +91,12 @@ def test_fast_concatenation_gradients_match():
     for _ in range(2):
         model.zero_grad()
         model(x, t).pow(2).sum().backward()
-        grads.append(model.time_embed.weight.grad.clone())
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
         use_fast_concat(model)
     assert any(isinstance(m, FastConcatResBlock) for m in model.modules())
-    assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    for k, g in grads[0].items():  # the split conv1 weight (features' and embedding's channels) included
+        # float32 sums in another order; a bias before a GroupNorm has a gradient of zero, computed as ~1e-5
+        assert (g - grads[1][k]).norm() <= 1e-5 * g.norm() + 1e-4, k
 
 
 def test_the_network_as_built_concatenates_literally():

@@ -127,12 +127,22 @@ def test_compiled_inference_reads_the_time_patterns_by_index_and_computes_the_sa
     from diffusion_lib.nets.blocks import ConcatResBlock
     from diffusion_lib.nets.fast import use_fast_concat
 
+    from diffusion_lib.nets import fast
+
     torch.manual_seed(3)
     block = ConcatResBlock(8, 16, temb_dim=6, groups=4, dropout=0.0).eval()
     x, temb = torch.randn(2, 8, 14, 9), torch.randn(2, 6)
-    with torch.no_grad():
-        literal = block(x, temb)
-        compiled = torch.compile(use_fast_concat(block), dynamic=False, fullgraph=True)(x, temb)
+    traced = []
+    index = fast._border_index
+    fast._border_index = lambda n, device: traced.append(n) or index(n, device)
+    try:
+        with torch.no_grad():
+            literal = block(x, temb)
+            torch._dynamo.reset()
+            compiled = torch.compile(use_fast_concat(block), dynamic=False, fullgraph=True)(x, temb)
+    finally:
+        fast._border_index = index
+    assert traced == [14, 9]  # the index path was the one compiled
     assert torch.allclose(compiled, literal, atol=1e-5, rtol=1e-5), (compiled - literal).abs().max()
 
 

@@ -52,6 +52,7 @@ def _export(profile: str, chapter: str, name: str) -> list[str]:
         return [f"no trained model at {src.relative_to(ROOT)}; the live sampler {name!r} is left out"]
     try:
         from diffusion_lib.diffusion.schedules import NoiseSchedule
+        from diffusion_lib.nets.fast import use_fast_concat
         from diffusion_lib.nets.onnx import export_onnx
         from diffusion_lib.nets.registry import load_model
     except ImportError as exc:
@@ -59,6 +60,7 @@ def _export(profile: str, chapter: str, name: str) -> list[str]:
     OUT.mkdir(exist_ok=True)
     try:
         model, meta = load_model(src)
+        use_fast_concat(model)  # the same function with less work, as the Python sampling backends run it
         cfg = model.config
         with tempfile.TemporaryDirectory(dir=OUT) as tmp:
             keep = {k: meta[k] for k in ("schedule", "noise_steps", "steps") if k in meta}
