@@ -13,6 +13,7 @@ from diffusion_lib.diffusion.generate import SamplerSpec, generate
 from diffusion_lib.diffusion.guidance import Guided
 from diffusion_lib.diffusion.schedules import NoiseSchedule
 from diffusion_lib.nets.concat_unet import ConditionalModel
+from diffusion_lib.nets.inference import FastModel
 from diffusion_lib.nets.registry import load_model, save_model
 from diffusion_lib.sample import main as sample_main
 from diffusion_lib.training.config import TrainConfig
@@ -76,7 +77,7 @@ def test_an_unconditional_model_never_passes_through_guidance(tmp_path, capsys):
     out = tmp_path / "a.npz"
     assert sample_main([str(tmp_path / "plain.pt"), "-n", "3", "--steps", "4", "--backend", "eager", "--npz", str(out),
                         "--no-progress"]) == 0
-    want, _ = generate(plain, NoiseSchedule.from_name("linear", 50), SamplerSpec("ddim", 4), 3, seed=0)
+    want, _ = generate(FastModel(plain), NoiseSchedule.from_name("linear", 50), SamplerSpec("ddim", 4), 3, seed=0)
     assert np.array_equal(np.load(out)["images"], want.numpy())
     for args, message in ((["--label", "3"], "trained without labels"), (["--guidance", "2"], "trained without labels")):
         assert sample_main([str(tmp_path / "plain.pt"), "--npz", str(tmp_path / "b.npz"), "--no-progress"] + args) == 2
@@ -88,7 +89,8 @@ def test_the_command_draws_a_requested_class_of_a_conditional_model(conditional,
     save_model(tmp_path / "cond.pt", conditional, schedule="linear", noise_steps=50)
     base = [str(tmp_path / "cond.pt"), "-n", "2", "--steps", "3", "--backend", "eager", "--no-progress"]
     assert sample_main(base + ["--label", "4", "--guidance", "2", "--npz", str(tmp_path / "a.npz")]) == 0
-    want, _ = generate(Guided(conditional, 4, 2.0), NoiseSchedule.from_name("linear", 50), SamplerSpec("ddim", 3), 2)
+    want, _ = generate(FastModel(Guided(conditional, 4, 2.0)), NoiseSchedule.from_name("linear", 50),
+                       SamplerSpec("ddim", 3), 2)
     assert np.array_equal(np.load(tmp_path / "a.npz")["images"], want.numpy())
     for args, message in ((["--label", "10"], "label must be a class of this model, 0 to 9"),
                           (["--guidance", "2"], "--guidance needs --label"),
