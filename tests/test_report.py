@@ -158,7 +158,7 @@ def test_notebook_outputs_become_numbered_figures_and_tables(tmp_path):
 
     import nbformat
 
-    from render_report import Page, _pandoc, notebook_markdown, number_page
+    from render_report import Page, notebook_markdown, number_page
 
     png = base64.b64encode(b"\x89PNG not drawn").decode()
     cell = lambda src, out: nbformat.v4.new_code_cell(src, outputs=[out])  # noqa: E731
@@ -171,9 +171,8 @@ def test_notebook_outputs_become_numbered_figures_and_tables(tmp_path):
         cell('#| tbl-cap: "No label"\nshow()', html_out),
         cell("#| label: tbl-z\nshow()", html_out),
     ])
-    page = Page("results/cpu/04_x.ipynb", "results/cpu/04_x.html", 4)
-    page.markdown = notebook_markdown(nb, page, tmp_path, echo_default=False)
-    page.doc = __import__("json").loads(_pandoc(page.markdown, "json"))
+    bare = Page("results/cpu/04_x.ipynb", "results/cpu/04_x.html", 4)
+    page = _page(bare.src, bare.out, 4, notebook_markdown(nb, bare, tmp_path, echo_default=False))
     number_page(page)
     out = _html(page)
     assert page.labels == {"sec-c": (page.out, "Chapter 4"), "fig-x": (page.out, "Figure 4.1"),
