@@ -68,7 +68,7 @@ from ..nets.unet import geometry_problem
 from ..training.config import ModelSection, TrainConfig, load_train_config
 from ..training.log import read_metrics, read_summary
 from ..training.process import DiffusionProcess
-from ..training.run import finished_run, reuse_problem, reuse_verdict, train, training_images, training_labels
+from ..training.run import reuse_verdict, train, training_images, training_labels
 from ..training.trainer import ema_initial_weight, ema_warmup_reaches, use_bf16_autocast
 
 __all__ = ["COMPONENTS", "UNPROBED", "component_key", "keys", "KeyUnavailable"]
@@ -319,7 +319,8 @@ def _probe_training_run(tmp: Path) -> Any:
         verdicts = [reuse_verdict(longer), reuse_verdict(dataclasses.replace(cfg, lr=1e-3))]
         resumed = train(longer, resume=True, progress=False, log=quiet)
         again = train(longer, resume=True, progress=False, log=quiet)
-        verdicts += [reuse_problem(longer), finished_run(longer) is not None]
+        now = reuse_verdict(longer)  # what the run can stand for after it was continued: recorded as before
+        verdicts += [None if now is None else now[1], now is None]
         fresh = train(cfg, fresh=True, progress=False, log=quiet)
     rows = [{k: r[k] for k in ("step", "lr")} for r in read_metrics(resumed.metrics_path)]
     summary = read_summary(Path(cfg.out_dir) / "summary.json")

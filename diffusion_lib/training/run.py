@@ -59,8 +59,8 @@ from .log import metrics_row, read_metrics, read_summary, write_metrics, write_s
 from .process import DiffusionProcess
 from .trainer import use_bf16_autocast
 
-__all__ = ["train", "TrainingRun", "TrainResult", "finished_run", "reuse_problem", "reuse_verdict", "training_images",
-           "training_labels", "CONTINUABLE", "STALE"]
+__all__ = ["train", "TrainingRun", "TrainResult", "reuse_verdict", "training_images", "training_labels", "CONTINUABLE",
+           "STALE"]
 
 # keys that may change between a run and its resumption
 _RESUMABLE_CHANGES = {"steps", "sample_every", "sample_n", "checkpoint_every", "snapshot_every", "device", "threads",
@@ -154,19 +154,6 @@ def reuse_verdict(cfg: TrainConfig) -> Optional[tuple[str, str]]:
     return None
 
 
-def reuse_problem(cfg: TrainConfig) -> Optional[str]:
-    """Why the run in ``cfg.out_dir`` cannot stand for ``cfg`` now (see :func:`reuse_verdict`), or None."""
-    verdict = reuse_verdict(cfg)
-    return None if verdict is None else verdict[1]
-
-
-def finished_run(cfg: TrainConfig) -> Optional[dict[str, Any]]:
-    """The summary of a finished run that can stand for ``cfg`` (see :func:`reuse_problem`), else None."""
-    if reuse_problem(cfg) is not None:
-        return None
-    return read_summary(resolve(cfg.out_dir) / "summary.json")
-
-
 def archive_old_run(out: Path) -> Optional[Path]:
     """Move a previous run (checkpoints and results) aside, never deleting it, before a fresh start."""
     items = [p for p in (out / "checkpoints", *(out / name for name in _RESULT_FILES)) if p.exists()]
@@ -231,11 +218,11 @@ class TrainingRun:
         has_ckpt = any((self.ckpt_dir / n).exists() for n in ("last.pt", "prev.pt"))
         finished = any((out / name).exists() for name in ("model_ema.pt", "summary.json"))
         leftovers = any((out / name).exists() for name in _RESULT_FILES)  # e.g. rows of a run killed early
-        if self.resume and finished_run(cfg) is not None:
+        verdict = reuse_verdict(cfg) if self.resume and finished else None
+        if self.resume and finished and verdict is None:
             summary = read_summary(out / "summary.json")
             self.log(f"the run in {out} is already complete ({summary['steps']} steps); nothing to do")
             return TrainResult.from_summary(out, summary, resumed_from=int(summary["steps"]))
-        verdict = reuse_verdict(cfg) if self.resume and finished else None
         if verdict is not None and (verdict[0] in STALE or not has_ckpt):
             # continuing would stamp weights trained by other code, or with other parameters, as this run's
             raise ConfigError(f"{out} already holds the results of an earlier run that cannot be reused "
