@@ -1,9 +1,9 @@
 """Nothing lost, nothing unclear: kill the training program anywhere, feed it bad files, interrupt it twice.
 
-The kill-anywhere test arms the fault points of ``diffusion_lib.core.faults``: the
-training program SIGKILLs itself at the N-th point it reaches (inside every write
-of a checkpoint round, and after every step), is resumed, and must end with
-every artifact equal to an uninterrupted run's.
+The kill-anywhere test runs the training program through ``tests/fault_harness.py``,
+whose fault points wrap what the program calls: it SIGKILLs itself at the N-th point
+it reaches (inside every write of a checkpoint round, and after every step), is
+resumed, and must end with every artifact equal to an uninterrupted run's.
 """
 
 import hashlib
@@ -46,8 +46,11 @@ def write_cfg(folder: Path, out: Path, **over) -> Path:
     return p
 
 
+HARNESS = [sys.executable, str(ROOT / "tests" / "fault_harness.py"), "diffusion_lib.train"]  # python -m, with faults
+
+
 def cli(*args, env=None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "diffusion_lib.train", *map(str, args), "--no-progress"], cwd=ROOT,
+    return subprocess.run([*HARNESS, *map(str, args), "--no-progress"], cwd=ROOT,
                           env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=600, **kw)
 
 
@@ -109,7 +112,7 @@ def test_the_fault_points_cover_every_write(reference):
     for what in ("last.pt", "metrics.csv", "model_ema.pt", "summary.json", "step_000008.png"):
         for stage in ("written, not synced", "synced, not renamed", "done"):
             assert f"write {what}: {stage}" in names, (what, stage)
-    assert "write last.pt: previous kept, new not renamed" in names
+    assert "move last.pt to prev.pt" in names
     assert points.count("training step done") == TINY["steps"]
 
 
@@ -315,7 +318,7 @@ def test_sigterm_during_the_final_samples_stops_promptly_and_resumes(tmp_path):
     log = tmp_path / "faults.log"
     cfg = write_cfg(tmp_path / "cfg", out, steps=4, sample_every=0, checkpoint_every=0, noise_steps=1000,
                     sample_n=64)
-    proc = subprocess.Popen([sys.executable, "-m", "diffusion_lib.train", "--config", str(cfg), "--no-progress"],
+    proc = subprocess.Popen([*HARNESS, "--config", str(cfg), "--no-progress"],
                             cwd=ROOT, env={**ENV, "DIFFUSION_FAULT_LOG": str(log)}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

@@ -2,7 +2,6 @@
 
 - ``errors``: the project's exceptions, each with one message meant for the user;
 - ``files``: atomic writes, tagged torch files, digests, free-space checks;
-- ``faults``: the fault points a test can arm to kill the process anywhere;
 - ``paths``: the project root and paths relative to it;
 - ``devices``: devices and their names, seeded noise, timing;
 - ``config``: frozen dataclasses built from YAML, every problem reported at once.

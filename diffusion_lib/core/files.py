@@ -20,7 +20,6 @@ from typing import Any, Iterator, Optional
 import torch
 
 from .errors import CheckpointError
-from .faults import fault_point
 
 __all__ = [
     "atomic_write",
@@ -56,15 +55,11 @@ def atomic_write(path: str | Path, mode: str = "wb", keep_previous: Optional[Pat
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
-            fault_point(f"write {path.name}: written, not synced")
             os.fsync(fh.fileno())
-        fault_point(f"write {path.name}: synced, not renamed")
         if keep_previous is not None and path.exists():
             os.replace(path, keep_previous)
-            fault_point(f"write {path.name}: previous kept, new not renamed")
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-        fault_point(f"write {path.name}: done")
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

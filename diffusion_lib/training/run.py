@@ -44,7 +44,6 @@ from tqdm import tqdm
 from ..core.config import from_dict
 from ..core.devices import device_name, resolve_device, seed_everything
 from ..core.errors import CheckpointError, ConfigError, TrainingInterrupted
-from ..core.faults import fault_point
 from ..core.files import remove_stale_temp_files
 from ..core.paths import resolve
 from ..data.batches import TensorBatches
@@ -360,7 +359,6 @@ class TrainingRun:
                 self.rows.append(metrics_row(step=step, loss=loss, grad_norm=process.trainer.last_grad_norm,
                                              lr=process.trainer.lr, images_per_s=x.shape[0] / dt,
                                              elapsed_s=self._clock()))
-                fault_point("training step done")
                 smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
                 bar.update(1)
                 bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
