@@ -1,6 +1,7 @@
 """The training recipe's options: learning-rate decay, EMA warm-up, Min-SNR weighting."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -165,3 +166,11 @@ def test_measured_samples_are_cached_under_everything_they_depend_on(tiny_train,
         f.write_bytes(b"damaged")
     x3, _ = ev.sample_run(res.out_dir, spec, 5, seed=1)
     assert len(calls) == 4 and torch.equal(x3, x1)  # a damaged entry is drawn again
+    time.sleep(0.05)
+    since = time.time()
+    time.sleep(0.05)
+    ev.sample_run(res.out_dir, spec, 5, seed=1)  # read from the cache: kept
+    removed = ev.prune_unused(res.out_dir, since)  # the other two (seed 2, DDIM-4) were not used since
+    assert len(calls) == 4 and len(removed) == 2 and len(list((res.out_dir / "eval_cache").glob("*.pt"))) == 1
+    ev.sample_run(res.out_dir, spec, 5, seed=1)
+    assert len(calls) == 4

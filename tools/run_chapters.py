@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from diffusion_lib.chapter.evaluate import prune_unused  # noqa: E402
 from diffusion_lib.chapter.params import check_chapter_parameters  # noqa: E402
 from diffusion_lib.core.config import load_yaml  # noqa: E402
 from diffusion_lib.core.devices import device_name  # noqa: E402
@@ -221,7 +222,7 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, s
         print(f"[{profile}] {nb.stem}: executing -> {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final}",
               flush=True)
         code = code_hash(nb, param_files[nb], overrides=extra)  # what this execution runs, taken before it starts
-        t0 = time.perf_counter()
+        t0, started = time.perf_counter(), time.time()
         try:
             pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(ROOT), kernel_name="python3",
                                 progress_bar=sys.stderr.isatty(), request_save_on_cell_execute=True,
@@ -241,6 +242,7 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, s
         kernel_log.unlink(missing_ok=True)
         tidy_notebook(tmp)
         os.replace(tmp, final)
+        prune_unused(out_dir / nb.stem, started)  # sample sets this execution no longer uses
         timings[nb.stem] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                             "machine": machine(), "code": code}
         _atomic_json(timings_path, timings)

@@ -10,18 +10,21 @@ interval (:meth:`~diffusion_lib.evaluation.quality.QualityMeter.difference`).
 Samples are a deterministic function of the model's weights, the sampler and
 its settings, N, the seed of x_T, the backend, the batch size, the PyTorch
 version and the code that builds the network and samples from it, so they are
-kept beside the model (``eval_cache/``, never committed) under a key made of
-all of these (the weights by their SHA-256; the code by the keys of the network
-and the diffusion maths, :mod:`~diffusion_lib.chapter.keys`, and the backends
-by their source, since bf16 and compiled numerics differ between machines):
-re-executing a chapter samples only what changed. The cached
-seconds per image are those of the run that drew the samples.
+kept beside the model (``eval_cache/``) under a key made of all of these (the
+weights by their SHA-256; the code by the keys of the network and the diffusion
+maths, :mod:`~diffusion_lib.chapter.keys`, and the backends by their source):
+re-executing a chapter samples only what changed. The cached seconds per image
+are those of the run that drew the samples. After a chapter's execution
+succeeds, the runner removes the sample sets it no longer used
+(:func:`prune_unused`), so a committed cache (chapter 04's) holds only the
+current ones.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -38,7 +41,7 @@ from ..nets.inference import FastModel
 from .keys import keys
 from .models import load_trained
 
-__all__ = ["Measured", "sample_run", "measure_run", "measure_runs"]
+__all__ = ["Measured", "sample_run", "measure_run", "measure_runs", "prune_unused"]
 
 
 @dataclass
@@ -79,6 +82,7 @@ def sample_run(run_dir: str | Path, spec: SamplerSpec, n: int, *, seed: int = 0,
     if cache.exists():
         try:
             obj = load_tagged(cache, CACHE_FORMAT, required=("samples", "seconds_per_image"))
+            os.utime(cache)  # used now: prune_unused keeps it
             return obj["samples"], float(obj["seconds_per_image"])
         except CheckpointError:
             pass  # a damaged cache file is drawn again and replaced
@@ -99,3 +103,11 @@ def measure_runs(runs: Mapping[object, str | Path], meter: QualityMeter, spec: S
                  **kw) -> dict[object, Measured]:
     """:func:`measure_run` for every run of ``runs`` (key -> run folder), in order."""
     return {key: measure_run(path, meter, spec, n, **kw) for key, path in runs.items()}
+
+
+def prune_unused(folder: str | Path, since: float) -> list[Path]:
+    """Remove the sample sets under ``folder`` that were neither drawn nor read since ``since`` (a ``time.time()``)."""
+    unused = [f for f in Path(folder).glob("**/eval_cache/*.pt") if f.stat().st_mtime < since]
+    for f in unused:
+        f.unlink()
+    return unused
