@@ -103,6 +103,7 @@ from diffusion_lib.diffusion.losses import timestep_losses
 from diffusion_lib.diffusion.samplers import common_log_snr_grid, timestep_sequence, timesteps_at_log_snr
 from diffusion_lib.evaluation.classifiers import get_classifier
 from diffusion_lib.evaluation.comparison import Difference, arm_means, compare_arms, verdict
+from diffusion_lib.evaluation.floor import z_value
 from diffusion_lib.evaluation.likelihood import nll_bits_per_dim
 from diffusion_lib.evaluation.quality import QualityMeter, precision_recall, real_floor
 from diffusion_lib.training.config import TrainConfig
@@ -448,7 +449,7 @@ pt = pd.DataFrame(per_t)
 
 # %%
 agg = pt.groupby(["schedule", "kind", "t"])["value"].agg(["mean", "sem"]).reset_index()
-agg["lo"], agg["hi"] = agg["mean"] - 1.96 * agg["sem"], agg["mean"] + 1.96 * agg["sem"]
+agg["lo"], agg["hi"] = agg["mean"] - z_value() * agg["sem"], agg["mean"] + z_value() * agg["sem"]
 agg["log SNR"] = [float(sched[s].log_snr[t]) for s, t in zip(agg.schedule, agg.t)]
 atomic_write_text(ch.art / "loss_per_t.csv", agg.to_csv(index=False))
 x_train, _ = load_split("mnist", data_root, train=True)
@@ -493,6 +494,10 @@ moved_by = [n for n in schedules if interaction.loc[f"{n}: matched minus uniform
 other_moved = [f"{a} minus {b}: change of the gap" for a, b in pairs
                if worst not in (a, b) and interaction.loc[f"{a} minus {b}: change of the gap", "real"]]
 last_clip = stab["last clipped step"].max()  # NaN when no step was clipped
+stable = (f"the gradient was clipped only early, in {stab['clipped (whole run)'].mean():.0%} of the steps, the last "
+          f"at step {last_clip:.0f} of {train['steps']:,}." if last_clip == last_clip else "no gradient was clipped.")
+
+# %%
 ddpm_d = [Difference(a, b, *meter_ddpm.difference(ddpm[a].report, ddpm[b].report)) for a, b in pairs]
 dd = {n: ddpm[n].report.fid for n in schedules}
 worst_ddpm = [d for d in ddpm_d if d.real and (d.a == worst) == (d.diff > 0) and worst in (d.a, d.b)]
@@ -501,6 +506,15 @@ lead = ("which schedule samples best depends on the sampler" if best_ddpm else
         f"{worst} is the worst schedule with either sampler" if len(worst_ddpm) == len(others) else
         f"{worst} samples worst with DDIM-{uniform.steps}, and full DDPM does not reverse that")
 narrow = lambda d: min(abs(d.lo), abs(d.hi)) < 0.05 * abs(d.diff)  # noqa: E731  (an interval that barely excludes 0)
+ddpm_says = (": " + "; ".join(verdict(d) + (", narrowly" if narrow(d) else "") for d in worst_ddpm + best_ddpm)
+             if worst_ddpm + best_ddpm else ", not measurably different")
+holds = (all(diffs["uniform in t"][p].real for p in pairs if worst in p)
+         and not any(diffs["uniform in t"][p].real for p in pairs if worst not in p)
+         and all(nll_diff[p].real for p in pairs if worst in p) and max(bits, key=bits.get) == worst
+         and not any(interaction.loc[k, "real"] for k in gap_changes) and stab["clipped (2nd half)"].max() == 0
+         and stab["loss max / median"].max() < 5)
+
+# %%
 display(q1.add(claim(
     f"**Q1: schedules.** At this budget ({train['steps']:,} training steps, {len(seeds)} seeds per schedule), {lead}, "
     f"and {worst} has the worst likelihood. With DDIM-{uniform.steps}, {worst} samples worst (FID-MNIST "
@@ -508,19 +522,9 @@ display(q1.add(claim(
     f"{fmt(floor.fid)} at N = {n_eval}), and matching the noise levels changes no gap to it measurably (largest "
     f"change {interaction.loc[key_gap, 'mean']:+.3g} [{interaction.loc[key_gap, 'lo']:.3g}, "
     f"{interaction.loc[key_gap, 'hi']:.3g}]). With full DDPM (first seed, N = {n_ddpm}), {worst} scores "
-    f"{fmt(dd[worst])} against {fmt(dd[others[0]])} and {fmt(dd[others[1]])}"
-    + (": " + "; ".join(verdict(d) + (", narrowly" if narrow(d) else "") for d in worst_ddpm + best_ddpm)
-       if worst_ddpm + best_ddpm else ", not measurably different")
-    + f". {worst.capitalize()}'s likelihood bound is {bits[worst]:.3g} bits/dim against "
-    f"{bits[others[0]]:.3g} and {bits[others[1]]:.3g}. Training was stable: no divergence or loss spike, and "
-    + (f"the gradient was clipped only early, in {stab['clipped (whole run)'].mean():.0%} of the steps, the last at "
-       f"step {last_clip:.0f} of {train['steps']:,}." if last_clip == last_clip else "no gradient was clipped."),
-    all(diffs["uniform in t"][p].real for p in pairs if worst in p)
-    and not any(diffs["uniform in t"][p].real for p in pairs if worst not in p)
-    and all(nll_diff[p].real for p in pairs if worst in p) and max(bits, key=bits.get) == worst
-    and not any(interaction.loc[k, "real"] for k in gap_changes) and stab["clipped (2nd half)"].max() == 0
-    and stab["loss max / median"].max() < 5,
-)))
+    f"{fmt(dd[worst])} against {fmt(dd[others[0]])} and {fmt(dd[others[1]])}{ddpm_says}. {worst.capitalize()}'s "
+    f"likelihood bound is {bits[worst]:.3g} bits/dim against {bits[others[0]]:.3g} and {bits[others[1]]:.3g}. "
+    f"Training was stable: no divergence or loss spike, and {stable}", holds)))
 
 # %% [markdown]
 # The rest of the evidence for Q1, in this chapter's own terms:
@@ -594,6 +598,8 @@ def log_curve_on(g_snr: np.ndarray, name: str) -> np.ndarray:
 snr_grid = np.linspace(max(eps.groupby("schedule")["log SNR"].min()), min(eps.groupby("schedule")["log SNR"].max()), 25)
 spread_snr = float(np.stack([log_curve_on(snr_grid, n) for n in schedules]).std(axis=0).mean())
 spread_t = float(np.log(e[schedules].to_numpy()).std(axis=1).mean())
+
+# %%
 display(q2.add(claim(
     "**Q2: where the model struggles.** Predicting the noise is hardest at the smallest timesteps, for every "
     f"schedule: the held-out error over t <= 50 is {fmt(e.loc[early, 'linear'].mean())} against "

@@ -62,7 +62,6 @@ sampling_backend = "eager"
 # %%
 #| include: false
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
@@ -78,9 +77,9 @@ from diffusion_lib.chapter.style import PALETTE
 from diffusion_lib.chapter.tables import table
 from diffusion_lib.core.files import atomic_write_text
 from diffusion_lib.diffusion.generate import SamplerSpec, decode
-from diffusion_lib.diffusion.interpolation import lerp, slerp
 from diffusion_lib.evaluation.classifiers import get_classifier
-from diffusion_lib.evaluation.paths import largest_step_share, path_stats
+from diffusion_lib.evaluation.paths import (PATHS, largest_step_share, mean_interval, path_latents, path_stats,
+                                            pixel_steps)
 from diffusion_lib.nets.inference import FastModel
 
 ch = start(results_dir, "06_interpolation")
@@ -90,7 +89,6 @@ shape = (model.config.channels, model.config.image_size, model.config.image_size
 d = shape[0] * shape[1] * shape[2]
 spec = SamplerSpec("ddim", ddim_steps, eta=0.0)
 fast = FastModel(model, sampling_backend)
-PATHS = {"linear": lerp, "spherical": slerp}
 
 # %%
 display(parameter_table(profile, "06_interpolation", {
@@ -106,16 +104,7 @@ n_total = max(n_pairs, n_stats_pairs)
 za, zb = torch.randn(n_total, *shape, generator=gen), torch.randn(n_total, *shape, generator=gen)
 w = torch.linspace(0, 1, n_frames)
 mid_i = int((w - 0.5).abs().argmin())  # the midpoint frame (w = 0.5 when n_frames is odd)
-
-
-def latents(kind: str, a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Each pair's latents along the path ``kind`` at ``weights``, pair after pair: (pairs * frames, C, H, W)."""
-    k = len(weights)
-    rep = lambda z: z.repeat_interleave(k, 0)  # noqa: E731
-    return PATHS[kind](rep(a), rep(b), weights.repeat(len(a)))
-
-
-frames = {kind: decode(fast, schedule, spec, latents(kind, za, zb, w)) for kind in PATHS}
+frames = {kind: decode(fast, schedule, spec, path_latents(kind, za, zb, w)) for kind in PATHS}
 stats = {kind: path_stats(classifier, frames[kind], n_frames) for kind in PATHS}
 
 # %%
@@ -138,7 +127,7 @@ plt.show()
 #| label: fig-interp-norm
 #| fig-cap: "Norm of the interpolated x_T along the path (mean over pairs). The dotted line is sqrt(d), where Gaussian noise of this dimension lives."
 norms = pd.DataFrame([{"w": float(w[j % n_frames]), "path": kind, "norm": float(v)}
-                      for kind in PATHS for j, v in enumerate(latents(kind, za, zb, w).flatten(1).norm(dim=1))])
+                      for kind in PATHS for j, v in enumerate(path_latents(kind, za, zb, w).flatten(1).norm(dim=1))])
 ax = sns.lineplot(data=norms, x="w", y="norm", hue="path", palette=PALETTE, marker="o")
 ax.axhline(d**0.5, ls=":", color="grey", label="sqrt(d)")
 ax.set_ylabel("||x_T||")
@@ -152,12 +141,6 @@ mid = norms[norms.w == float(w[mid_i])].groupby("path").norm.mean()
 # every frame; @tbl-interp-summary sums up every pair.
 
 # %%
-def pixel_steps(x: torch.Tensor, per_path: int) -> torch.Tensor:
-    """Euclidean distance between consecutive frames of each path, in pixels: (paths, frames - 1)."""
-    x = x.reshape(-1, per_path, x[0].numel())
-    return (x[:, 1:] - x[:, :-1]).norm(dim=2)
-
-
 px = {k: pixel_steps(frames[k], n_frames) for k in PATHS}
 seg = pd.DataFrame([{"path": k, "space": space, "segment": j + 0.5, "share of the path": float(v / st.sum())}
                     for k in PATHS for i, p in enumerate(stats[k])
@@ -165,6 +148,8 @@ seg = pd.DataFrame([{"path": k, "space": space, "segment": j + 0.5, "share of th
                     for j, v in enumerate(st)])
 per_frame = pd.DataFrame([{"path": k, "w": float(w[j]), "confidence": float(c), "ink": float(i)}
                           for k in PATHS for p in stats[k] for j, (c, i) in enumerate(zip(p.confidence, p.ink))])
+
+# %%
 per_path = pd.DataFrame([{"path": k, "pair": i, "class changes": p.class_changes, "via a third digit": p.via_third_class,
                           "largest-step share": p.largest_step_share,
                           "largest pixel-step share": largest_step_share(px[k][i]), "min confidence": float(p.confidence.min()),
@@ -188,14 +173,8 @@ plt.show()
 # %%
 #| label: tbl-interp-summary
 #| tbl-cap: "Per path, means over all pairs with 95% intervals (over pairs): class changes along the path, the share of paths through a third digit, the largest-step share (the largest step over the path's length; 1/10 for ten even steps, 1 for a single jump) in the classifier's features and in pixels, the lowest confidence on the path, and the ink at the midpoint and at the ends."
-def mean_ci(v: pd.Series) -> tuple[float, float, float]:
-    """Mean over pairs with a normal 95% interval."""
-    m, se = float(v.mean()), float(v.std() / np.sqrt(len(v)))
-    return m, m - 1.96 * se, m + 1.96 * se
-
-
-summary = pd.DataFrame({k: {f"{col}{suffix}": val for col in per_path.columns[2:]
-                            for suffix, val in zip(("", " lo", " hi"), mean_ci(per_path[per_path.path == k][col].astype(float)))}
+summary = pd.DataFrame({k: {f"{col}{suffix}": val for col in per_path.columns[2:] for suffix, val in
+                            zip(("", " lo", " hi"), mean_interval(per_path[per_path.path == k][col].astype(float)))}
                         for k in PATHS}).T
 atomic_write_text(ch.art / "summary.csv", summary.to_csv())
 table(summary, index=True)
@@ -215,10 +194,8 @@ for kind in PATHS:
     worst = [int(p.steps.argmax()) for p in stats[kind][:n_refine]]
     wa, wb = w[torch.tensor(worst)], w[torch.tensor(worst) + 1]
     # latents at fine weights inside the worst segment of each path: w = wa + (wb - wa) * fine_w
-    sub_w = (wa[:, None] + (wb - wa)[:, None] * fine_w[None, :]).flatten()
-    lat = PATHS[kind](za[:n_refine].repeat_interleave(refine_frames, 0), zb[:n_refine].repeat_interleave(refine_frames, 0),
-                      sub_w)
-    refined[kind] = decode(fast, schedule, spec, lat)
+    sub_w = wa[:, None] + (wb - wa)[:, None] * fine_w[None, :]
+    refined[kind] = decode(fast, schedule, spec, path_latents(kind, za[:n_refine], zb[:n_refine], sub_w))
 fine = {k: path_stats(classifier, refined[k], refine_frames) for k in PATHS}
 
 # %%
@@ -251,10 +228,9 @@ table(refine_table, index=True)
 # smoother than chance only when its share is below that.
 
 # %%
-q3 = Answer(ch.results, "q3")
 sph, lin = summary.loc["spherical"], summary.loc["linear"]
 K = n_frames - 1
-broken_stick = sum(1 / i for i in range(1, K + 1)) / K
+broken_stick = sum(1 / i for i in range(1, K + 1)) / K  # the expected largest share of K steps of random length
 fine_stick = sum(1 / i for i in range(1, refine_frames)) / (refine_frames - 1)  # the same for the finer steps
 fine_px, fine_f = (float(shares["spherical", space].mean()) for space in ("pixels", "features"))
 jumps = {space: int((shares["spherical", space] > 0.5).sum()) for space in ("pixels", "features")}
@@ -262,17 +238,19 @@ lead = ("smooth in its pixels, though not evenly paced" if fine_px < fine_stick 
         "not evenly smooth: the digit changes in a few fast transitions" if 2 * jumps["pixels"] < n_refine else
         "not smooth: the digit jumps")
 pct = lambda col: f"{sph[col]:.0%} [{sph[col + ' lo']:.0%}, {sph[col + ' hi']:.0%}]"  # noqa: E731
+ink_mid = f"{lin['midpoint ink']:.3f} [{lin['midpoint ink lo']:.3f}, {lin['midpoint ink hi']:.3f}]"
+
+# %%
+q3 = Answer(ch.results, "q3")
 display(q3.add(claim(
     f"**Q3: interpolation.** A spherical path between two random $x_T$, decoded by deterministic DDIM, is {lead}. "
-    f"The largest of its {K} steps carries {pct('largest pixel-step share')} of the path's length in pixels (even "
-    f"steps {1 / K:.0%}, steps of random length {broken_stick:.0%}). Cut into {refine_frames - 1}, the step where "
-    f"the classifier's features change most puts {fine_px:.0%} of its pixel change and {fine_f:.0%} of its feature "
-    f"change into one fine step (even {even:.0%}, random {fine_stick:.0%}); more than half goes into one fine step "
-    f"in {jumps['pixels']} of {n_refine} paths in pixels and {jumps['features']} in features. A path changes digit "
-    f"{sph['class changes']:.1f} times "
-    f"on average and {sph['via a third digit']:.0%} pass through a third digit. A linear path leaves the Gaussian "
-    f"shell (midpoint norm {mid['linear']:.1f} against about {d ** 0.5:.1f}) and its midpoint digits fade (ink "
-    f"{lin['midpoint ink']:.3f} [{lin['midpoint ink lo']:.3f}, {lin['midpoint ink hi']:.3f}] against "
+    f"Its largest of {K} steps carries {pct('largest pixel-step share')} of the path's length in pixels (even steps "
+    f"{1 / K:.0%}, steps of random length {broken_stick:.0%}). Cut into {refine_frames - 1}, the step where the "
+    f"features change most puts {fine_px:.0%} of its pixel change and {fine_f:.0%} of its feature change into one fine "
+    f"step (even {even:.0%}, random {fine_stick:.0%}): more than half in {jumps['pixels']} of {n_refine} paths in "
+    f"pixels, {jumps['features']} in features. A path changes digit {sph['class changes']:.1f} times on average, "
+    f"{sph['via a third digit']:.0%} through a third digit. A linear path leaves the Gaussian shell (midpoint norm "
+    f"{mid['linear']:.1f} against {d ** 0.5:.1f}) and its midpoint digits fade (ink {ink_mid} against "
     f"{lin['end ink']:.3f} at the ends); slerp keeps both.",
     sph["largest pixel-step share lo"] > 1 / K and mid["linear"] < mid["spherical"]
     and lin["midpoint ink hi"] < lin["end ink"] and lin["midpoint ink hi"] < sph["midpoint ink lo"],

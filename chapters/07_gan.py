@@ -125,6 +125,8 @@ compact(dcfg.out_dir)  # float16 weights: the committed run a fresh clone reuses
 ref_summary = read_summary(ch.run_dir("03_train") / "summary.json")
 n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (G, D))
 gan_min, diff_min = hist.train_seconds / 60, d_summary["train_seconds"] / 60
+
+# %%
 recipe_gap = differences(recipe_of(dcfg), recipe_of(load_train_config(resolve(f"params/{profile}/03_train.yaml"))))
 same_recipe = "chapter 03's recipe" + ("" if not recipe_gap else " except " + ", ".join(
     f"{k} ({x} here, {y} there)" for k, (x, y) in recipe_gap.items()))
@@ -177,6 +179,8 @@ meter = QualityMeter(classifier, reference, seed=seed)
 floor = real_floor(meter, n_eval, "mnist", data_root, seed=seed)
 over_time = [{"model": "DCGAN", "step": s, "minutes": hist.snapshot_seconds[s] / 60,
               **meter.measure(hist.snapshot_images(s)).row()} for s in sorted(hist.snapshots)]
+
+# %%
 snap_backend = "eager" if sampling_backend == "eager" else "bf16"  # each snapshot would compile on its own
 same_m = measure_run(ch.art / "diffusion", meter, spec, n_eval, seed=seed, backend=snap_backend, device=ch.device)
 for path in sorted((ch.art / "diffusion" / "snapshots").glob("ema_*.pt")):
@@ -325,6 +329,8 @@ def rises(g: pd.DataFrame) -> int:
 loss_level = roll(dm["loss"]) / dm["loss"].iloc[len(dm) // 2:].median()
 flat_min = float(dm.minutes[(loss_level <= 1.1).idxmax()])  # first within 10% of its second-half median
 after = d_t[d_t.minutes >= flat_min]
+
+# %%
 display(claim(
     f"**Stability.** Neither training was unstable in these minutes: between its {len(g_t)} snapshots the GAN's "
     "FID-MNIST went " + " -> ".join(fmt(v) for v in g_t.FID) + ", the diffusion model's "
@@ -345,6 +351,8 @@ r_draw = meter.difference(again, gan_r, "recall")
 r_vs_draw = meter.difference(same_r, again, "recall")
 d_ref_same = meter.difference(ref_r, same_r)
 hist_gan = torch.tensor(gan_r.hist, dtype=torch.float64)
+
+# %%
 display(Markdown(
     f"**Quality and diversity.** Differences from the GAN (diffusion minus GAN, 95% bootstrap intervals): FID-MNIST "
     f"{fmt_d(d_same)} for the same minutes and {fmt_d(d_ref)} for the reference; recall {fmt_d(r_same)} and "
@@ -375,27 +383,28 @@ display(Markdown(
 # ## Answer to Q4
 
 # %%
-q4 = Answer(ch.results, "q4")
 copies = memo.loc[["DCGAN", "diffusion, reference"], "share closer than 1% of real test"]
+reaches = "reaches" if r_vs_draw[1] > 0 else "probably reaches"
+vs_draw = (("narrowly, " if r_vs_draw[1] < 0.05 * r_vs_draw[0] else "") + f"{fmt_d(r_vs_draw)} against a second draw "
+           "of the GAN's z" if r_vs_draw[1] > 0 else f"against a second draw of the GAN's z, {fmt_d(r_vs_draw)}, "
+           "within the noise")
+holds = (d_same[1] < 0 < d_same[2] and r_same[1] > 0 and r_vs_draw[0] > 0 and gan_sec < diff_sec
+         and abs(gan_min - diff_min) < 0.25 * gan_min and rises(g_t) == 0 and rises(d_t) == 0
+         and after["FID lo"].iloc[0] > after["FID hi"].iloc[-1] and d_ref[2] < 0 and d_ref_same[2] < 0
+         and copies.max() < 0.1)
+
+# %%
+q4 = Answer(ch.results, "q4")
 display(q4.add(claim(
-    f"**Q4: diffusion against a GAN.** Trained for the same minutes ({gan_min:.1f} and {diff_min:.1f}), the GAN "
-    f"and the diffusion model cannot be told apart in FID-MNIST at this N ({fmt(gan_r.fid)} against "
-    f"{fmt(same_r.fid)}, {fmt_d(d_same)}), but the diffusion model "
-    + ("reaches" if r_vs_draw[1] > 0 else "probably reaches") + " more of the real digits (recall "
-    f"{same_r.recall:.2f} against {gan_r.recall:.2f}, {fmt_d(r_same)}; "
-    + (("narrowly, " if r_vs_draw[1] < 0.05 * r_vs_draw[0] else "") + f"{fmt_d(r_vs_draw)} against a second "
-       "draw of the GAN's z" if r_vs_draw[1] > 0 else
-       f"against a second draw of the GAN's z, {fmt_d(r_vs_draw)}, within the noise") + "), while the GAN samples "
-    f"{diff_sec / gan_sec:,.0f} times faster than DDIM-{spec.steps}. Neither training was unstable: FID never rose "
-    "beyond the noise between snapshots. Neither loss tracks quality: the diffusion loss levels off after "
-    f"{flat_min:.1f} min while FID falls from {fmt(after.FID.iloc[0])} to {fmt(after.FID.iloc[-1])}. The reference "
-    f"diffusion model ({ref_summary['train_seconds'] / 60:.0f} min) beats both (FID-MNIST {fmt(ref_r.fid)}). "
-    f"Neither copies its training set: {copies.max():.1%} of samples or fewer lie closer to a training image than "
-    "the closest 1% of real test digits.",
-    d_same[1] < 0 < d_same[2] and r_same[1] > 0 and r_vs_draw[0] > 0 and gan_sec < diff_sec
-    and abs(gan_min - diff_min) < 0.25 * gan_min and rises(g_t) == 0 and rises(d_t) == 0
-    and after["FID lo"].iloc[0] > after["FID hi"].iloc[-1] and d_ref[2] < 0 and d_ref_same[2] < 0
-    and copies.max() < 0.1,
-)))
+    f"**Q4: diffusion against a GAN.** Trained for the same minutes ({gan_min:.1f} and {diff_min:.1f}), the two "
+    f"cannot be told apart in FID-MNIST at this N ({fmt(gan_r.fid)} against {fmt(same_r.fid)}, {fmt_d(d_same)}), but "
+    f"the diffusion model {reaches} more of the real digits (recall {same_r.recall:.2f} against {gan_r.recall:.2f}, "
+    f"{fmt_d(r_same)}; {vs_draw}), while the GAN samples {diff_sec / gan_sec:,.0f} times faster than "
+    f"DDIM-{spec.steps}. Neither training was unstable (FID never rose beyond the noise between snapshots), and "
+    f"neither loss tracks quality: the diffusion loss levels off after {flat_min:.1f} min while FID falls from "
+    f"{fmt(after.FID.iloc[0])} to {fmt(after.FID.iloc[-1])}. The reference diffusion model "
+    f"({ref_summary['train_seconds'] / 60:.0f} min) beats both (FID-MNIST {fmt(ref_r.fid)}). Neither copies its "
+    f"training set: {copies.max():.1%} of samples or fewer lie closer to a training image than the closest 1% of "
+    "real test digits.", holds)))
 display(q4.save(["@tbl-gan-vs-diffusion", "@fig-gan-over-time", "@fig-gan-curves", "@tbl-gan-cost",
                  "@fig-gan-classes"]))

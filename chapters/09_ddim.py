@@ -136,7 +136,7 @@ specs += [SamplerSpec("ddim", k, eta=e, spacing=spacing) for e in etas for k in 
 # DPM-Solver++ spaced evenly in log-SNR, as Lu et al. advise, and on the grid's spacing, to compare solvers alone
 specs += [SamplerSpec("dpm++2m", k, spacing=sp) for sp in dict.fromkeys(("logsnr", spacing)) for k in dpm_steps]
 
-
+# %%
 def label(spec: SamplerSpec) -> str:
     """The sampler's name, with the spacing for DPM-Solver++ (it runs with two)."""
     return spec.name + (f", {spec.spacing} spacing" if spec.method == "dpm++2m" else "")
@@ -243,7 +243,7 @@ def levels_off(e: float) -> str:
         return f"no step count down to {smin} is measurably worse than {smax}"
     return f"from {level[e]} steps on, no step count is measurably worse than {smax}"
 
-
+# %%
 by_eta = pairs[pairs.comparison == f"eta = {e_hi:g} against eta = {e_lo:g}"].set_index("steps")
 display(Markdown(
     "Where more steps stop paying: with " + "; with ".join(f"eta = {e:g}, {levels_off(e)}" for e in etas)
@@ -282,6 +282,8 @@ if len(held_out) < n_confirm:
                      f"({n_eval + len(held_out)} digits): lower n_confirm")
 meter_n = QualityMeter(classifier, held_out, seed=confirm_seed)
 floor_n = real_floor(meter_n, n_confirm, "mnist", data_root, seed=confirm_seed)
+
+# %%
 confirm = {spec.name: meter_n.measure(generate(fast, schedule, spec, n_confirm, seed=confirm_seed,
                                                batch_size=batch_size)[0]) for spec in conf_specs}
 
@@ -290,7 +292,7 @@ measured = [(spec.name, reports[spec.name], floor) for spec in conf_specs]  # th
 measured += [(spec.name, confirm[spec.name], floor_n) for spec in conf_specs]  # fresh noise, at the larger N
 vs_floor = {(name, rep.n): against_floor(rep, fl) for name, rep, fl in measured}  # (sampler, N) -> the reading
 
-
+# %%
 def confirm_row(name: str, rep, fl) -> dict:
     """A row of the table: FID, the floor at its N, the excess over and ratio to it, and the confident share."""
     out = {"sampler": name, "N": rep.n, "FID": rep.fid, "FID lo": rep.intervals["FID"][0],
@@ -303,7 +305,7 @@ def confirm_row(name: str, rep, fl) -> dict:
     s_lo, s_hi = wilson(rep.confident_share, rep.n)
     return out | {share: rep.confident_share, f"{share} lo": s_lo, f"{share} hi": s_hi}
 
-
+# %%
 floor_name = "real test vs real train (floor)"
 conf_rows = [confirm_row(*m) for m in measured] + [confirm_row(floor_name, fl, fl) for fl in (floor, floor_n)]
 confirm_table = pd.DataFrame(conf_rows)
@@ -342,6 +344,8 @@ atomic_write_text(ch.art / "confirm.json", json.dumps({
 display(claim(f"The floor falls from {fmt(floor.fid)} at N = {n_eval} to {fmt(floor_n.fid)} at N = {n_confirm}: "
               "most of a small-N FID between two sets of real digits is the bias of the estimate, not a difference.",
               floor_n.fid < 0.5 * floor.fid))
+
+# %%
 if best_name != base_name:
     b = at_n[n_confirm][best_name]
     display(Markdown(
@@ -379,6 +383,8 @@ for sp in others:
     spaced[sp] = meter_n.measure(generate(fast, schedule, spec, n_confirm, seed=confirm_seed,
                                           batch_size=batch_size)[0])
 visited = {sp: timestep_sequence(T, conf_steps, sp, log_snr=schedule.log_snr.cpu()) for sp in spaced}
+
+# %%
 vs_spacing = {sp: Difference(f"{sp} spacing", f"{spacing} spacing", *meter_n.difference(spaced[sp], spaced[spacing]))
               for sp in others}
 nan = float("nan")  # the grid's own spacing has no difference from itself
@@ -390,18 +396,18 @@ spacing_table = pd.DataFrame([
      "steps below t = T/10": sum(t < T / 10 for t in visited[sp]), "lowest t visited": min(visited[sp])}
     for sp, rep in spaced.items()])
 atomic_write_text(ch.art / "spacing.csv", spacing_table.to_csv(index=False))
+names = list(spaced)
+fids = spacing_table.set_index("spacing").loc[names]
 
 # %%
 #| label: fig-ddim-spacing
 #| fig-cap: "Left: the timesteps each spacing visits (one tick per network evaluation). Right: FID-MNIST of the grid's best DDIM sampler with each spacing at the larger N, from the same noise, with 95% bootstrap intervals; the dashed line is the real-vs-real floor at that N."
 fig, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.55 * len(spaced)), sharey=True,
                          gridspec_kw={"width_ratios": [1.4, 1]})
-names = list(spaced)
 axes[0].eventplot([visited[sp] for sp in names], lineoffsets=range(len(names)), linelengths=0.6, color="black",
                   linewidths=0.8)
 axes[0].set(yticks=range(len(names)), yticklabels=names, ylim=(len(names) - 0.5, -0.5), xlim=(-10, T + 10),
             xlabel="timestep t visited", title=f"{conf_steps} steps, T = {T}")
-fids = spacing_table.set_index("spacing").loc[names]
 axes[1].errorbar(fids["FID"], range(len(names)), xerr=[fids["FID"] - fids["FID lo"], fids["FID hi"] - fids["FID"]],
                  fmt="o", capsize=3, color=PALETTE["DDIM"])
 axes[1].axvline(floor_n.fid, ls="--", color="grey", lw=1)
@@ -538,30 +544,36 @@ plt.show()
 # %%
 grid_at = grid.set_index("sampler")
 answer = Answer(ch.results, "ddim")
-if include_ddpm and {0.0, 1.0} <= set(etas) and best_name != base_name:
+ec2 = include_ddpm and {0.0, 1.0} <= set(etas) and best_name != base_name  # the grid holds what EC2 compares
+if ec2:
     k, det, sto = conf_steps, ddim[conf_steps, 0.0], ddim[conf_steps, 1.0]
     vs = pairs[pairs.comparison == "against DDPM"].set_index("a")
     d_det = Difference(det, ddpm_name, vs.loc[det, "a minus b"], vs.loc[det, "lo"], vs.loc[det, "hi"])
     d_sto = Difference(sto, ddpm_name, vs.loc[sto, "a minus b"], vs.loc[sto, "lo"], vs.loc[sto, "hi"])
     speed = grid_at.loc[ddpm_name, "s / image"] / grid_at.loc[det, "s / image"]
-    eta_real = [s_ for s_, r in by_eta.iterrows() if r.real and r["a minus b"] < 0]
     cost = ("at a measurable cost in quality" if d_det.real and d_det.diff > 0 else
             "and with better quality" if d_det.real else "at no measurable cost in quality")
+
+# %%
+if ec2:
+    eta_real = [s_ for s_, r in by_eta.iterrows() if r.real and r["a minus b"] < 0]
     worse_k = [s_ for s_, r in vs[vs.eta == 0.0].set_index("steps").iterrows() if r.real and r["a minus b"] > 0]
+    worse_says = f"; at {', '.join(map(str, worse_k))} steps DDIM is measurably worse than DDPM" if worse_k else ""
+    eta_says = f"significantly at {', '.join(map(str, eta_real))} steps" if eta_real else "never significantly"
     rng = lambda d: f"{d.diff:+.3g} [{d.lo:.3g}, {d.hi:.3g}]"  # noqa: E731
+    holds = 0.75 <= speed / (T / k) <= 1.25 and (by_eta["a minus b"] < 0).all() and best_name == sto
+
+# %%
+if ec2:
     display(answer.add(claim(
         f"**EC2: DDIM against DDPM.** Deterministic DDIM-{k} samples {speed:.0f} times faster than DDPM-{T} "
         f"({grid_at.loc[det, 's / image'] * 1000:.0f} against {grid_at.loc[ddpm_name, 's / image'] * 1000:.0f} ms) "
         f"{cost}: FID-MNIST {fmt(grid_at.loc[det, 'FID'])} against {fmt(grid_at.loc[ddpm_name, 'FID'])}, a paired "
         f"difference of {rng(d_det)} at N = {n_eval} ({rng(d_sto)} with eta = 1). With eta = 0, {levels_off(0.0)}"
-        + (f"; at {', '.join(map(str, worse_k))} steps DDIM is measurably worse than DDPM" if worse_k else "")
-        + ". Unlike in Song et al.'s CIFAR-10 results, eta = 1 scores lower than eta = 0 at every step count, "
-        + (f"significantly at {', '.join(map(str, eta_real))} steps" if eta_real else "never significantly")
-        + f" at N = {n_eval}; on fresh noise at N = {n_confirm}, eta = {best_eta:g} minus eta = {other_eta:g} at "
-        f"{k} steps is {rng(fresh)}. The run does not test why; the added noise can correct the errors of earlier "
-        "steps [@karras2022], which may help a small model more.",
-        0.75 <= speed / (T / k) <= 1.25 and (by_eta["a minus b"] < 0).all() and best_name == sto,
-    )))
+        f"{worse_says}. Unlike in Song et al.'s CIFAR-10 results, eta = 1 scores lower than eta = 0 at every step "
+        f"count, {eta_says} at N = {n_eval}; on fresh noise at N = {n_confirm}, eta = {best_eta:g} minus "
+        f"eta = {other_eta:g} at {k} steps is {rng(fresh)}. The run does not test why; the added noise can correct "
+        "the errors of earlier steps [@karras2022], which may help a small model more.", holds)))
 
 # %%
 if dpm_steps and min(dpm_steps) in ddim_steps and 0.0 in etas:

@@ -171,6 +171,7 @@ floor = real_floor(meter, n_eval, "mnist", data_root, seed=seed)
 real_read = class_statistics(classifier, reference)["labels"].cpu() == ref_labels
 real_share = float(real_read.double().mean())
 
+# %%
 samples, reports, read, seconds = {}, {}, {}, {}
 for w in ws:
     per_digit, time_per_digit = [], []
@@ -185,6 +186,7 @@ for w in ws:
     reports[w] = meter.measure(flat)
     read[w] = reports[w].labels.cpu() == torch.arange(10).repeat_interleave(n_per_class)
 
+# %%
 rows = []
 for w in ws:
     share = float(read[w].double().mean())
@@ -287,6 +289,8 @@ meets = grid[(grid.requested >= 0.98) & (grid["FID - FID(w=0) lo"] <= 0)]
 best = meets.iloc[0] if len(meets) else None
 peak = grid.loc[grid.requested.idxmax()]
 answer = Answer(ch.results, "guidance")
+
+# %%
 if best is not None:
     fid_says = "measurably better" if best["FID - FID(w=0) hi"] < 0 else "not measurably different"
     lead = (f"**Guidance: w = {best.w:g} is the smallest scale in the grid that gets the digit asked for at least 98% "
@@ -302,6 +306,8 @@ else:
             f"that of w = 0 is {fmt(peak['FID - FID(w=0)'])} [{fmt(peak['FID - FID(w=0) lo'])}, "
             f"{fmt(peak['FID - FID(w=0) hi'])}].")
 display(answer.add(lead))
+
+# %%
 lower = grid[grid["recall - recall(w=0) hi"] < 0]
 lowest_fid = grid.loc[grid.FID.idxmin()]
 chance = wilson(base.requested, n_eval)

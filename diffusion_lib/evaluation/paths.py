@@ -12,14 +12,39 @@ not depend on the direction the path is walked: 1/K for K perfectly even steps,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 
+from ..diffusion.interpolation import lerp, slerp
 from .classifiers import ConvClassifier
+from .floor import Interval, z_value
 from .quality import features
 
-__all__ = ["PathStats", "path_stats", "largest_step_share"]
+__all__ = ["PATHS", "PathStats", "path_latents", "path_stats", "pixel_steps", "largest_step_share", "mean_interval"]
+
+PATHS = {"linear": lerp, "spherical": slerp}
+
+
+def path_latents(kind: str, a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Each pair's latents along the path ``kind`` (a key of :data:`PATHS`) at ``weights``, pair after pair:
+    (pairs * frames, C, H, W). ``weights`` is (frames,) for every pair, or (pairs, frames), one row per pair."""
+    w = weights.expand(len(a), -1)
+    return PATHS[kind](a.repeat_interleave(w.shape[1], 0), b.repeat_interleave(w.shape[1], 0), w.flatten())
+
+
+def pixel_steps(frames: torch.Tensor, per_path: int) -> torch.Tensor:
+    """Euclidean distance between consecutive frames of each path, in pixels: (paths, frames - 1)."""
+    x = frames.reshape(-1, per_path, frames[0].numel())
+    return (x[:, 1:] - x[:, :-1]).norm(dim=2)
+
+
+def mean_interval(values: Iterable[float], level: float = 0.95) -> Interval:
+    """The mean of ``values`` (one per path) with its normal interval."""
+    v = torch.tensor([float(x) for x in values], dtype=torch.float64)
+    m, half = float(v.mean()), z_value(level) * float(v.std() / len(v) ** 0.5)
+    return Interval(m, m - half, m + half)
 
 
 @dataclass
