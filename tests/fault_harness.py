@@ -7,8 +7,10 @@ writes and its training loop call, so that no production module reads a test swi
 
 - ``os.fsync`` of a temporary file ``.<name>.<random>.tmp``: ``write <name>: written,
   not synced`` before it, ``write <name>: synced, not renamed`` after it;
-- ``os.replace``: ``write <name>: done`` once a temporary file has become ``<name>``,
-  ``move <a> to <b>`` once an existing file was moved (``last.pt`` kept as ``prev.pt``);
+- ``os.replace``: ``write <name>: done`` once a temporary file has become ``<name>``;
+  ``move <name> to <b>`` once the file a synced temporary file is about to replace was
+  kept (``last.pt`` as ``prev.pt``); other renames (data set-up, a damaged checkpoint
+  moved aside) are not points, as they were not in the program's own writes;
 - ``DiffusionProcess.train_step``: ``training step done`` after every step.
 
 ``DIFFUSION_KILL_AT=N`` sends the process SIGKILL at the N-th point it reaches (counting
@@ -28,6 +30,7 @@ KILL_AT = int(os.environ.get("DIFFUSION_KILL_AT", "0") or 0)
 LOG = os.environ.get("DIFFUSION_FAULT_LOG", "")
 TEMP = re.compile(r"^\.(.+)\.[^.]+\.tmp$")  # core.files.temp_file_beside's names
 _count = 0
+_pending = ""  # the target of the temporary file synced last, until it is renamed
 
 
 def point(name: str) -> None:
@@ -41,18 +44,25 @@ def point(name: str) -> None:
 
 
 def _fsync(fd: int, _real=os.fsync) -> None:
+    global _pending
     temp = None if stat.S_ISDIR(os.fstat(fd).st_mode) else TEMP.match(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
     if temp:
         point(f"write {temp[1]}: written, not synced")
     _real(fd)
     if temp:
+        _pending = temp[1]
         point(f"write {temp[1]}: synced, not renamed")
 
 
 def _replace(src, dst, *a, _real=os.replace, **kw) -> None:
+    global _pending
     _real(src, dst, *a, **kw)
     src, dst = Path(src), Path(dst)
-    point(f"write {dst.name}: done" if TEMP.match(src.name) else f"move {src.name} to {dst.name}")
+    if TEMP.match(src.name):
+        _pending = ""
+        point(f"write {dst.name}: done")
+    elif src.name == _pending:
+        point(f"move {src.name} to {dst.name}")
 
 
 def main() -> None:

@@ -210,6 +210,7 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, s
                   + " ".join(nb.stem for nb in todo))
             return 0
     out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
     for leftover in out_dir.glob(".*.running.ipynb"):  # from a run that was killed outright
         (out_dir / "failed").mkdir(exist_ok=True)
         os.replace(leftover, out_dir / "failed" / leftover.name.removeprefix(".").replace(".running", ""))
@@ -222,7 +223,7 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, s
         print(f"[{profile}] {nb.stem}: executing -> {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final}",
               flush=True)
         code = code_hash(nb, param_files[nb], overrides=extra)  # what this execution runs, taken before it starts
-        t0, started = time.perf_counter(), time.time()
+        t0 = time.perf_counter()
         try:
             pm.execute_notebook(str(nb), str(tmp), parameters=params, cwd=str(ROOT), kernel_name="python3",
                                 progress_bar=sys.stderr.isatty(), request_save_on_cell_execute=True,
@@ -242,11 +243,16 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, s
         kernel_log.unlink(missing_ok=True)
         tidy_notebook(tmp)
         os.replace(tmp, final)
-        prune_unused(out_dir / nb.stem, started)  # sample sets this execution no longer uses
         timings[nb.stem] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                             "machine": machine(), "code": code}
         _atomic_json(timings_path, timings)
         print(f"[{profile}] {nb.stem}: done in {seconds / 60:.1f} min", flush=True)
+    if todo == chapters() and not extra:  # every chapter ran as the profile says: what none of them used is stale
+        try:
+            for f in prune_unused(out_dir, started):
+                print(f"[{profile}] removed {f.relative_to(out_dir)}: a sample set no chapter uses any more")
+        except OSError as exc:
+            print(f"[{profile}] note: unused sample sets were not all removed ({exc})", file=sys.stderr)
     return 0
 
 

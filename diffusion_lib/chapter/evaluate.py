@@ -14,10 +14,12 @@ kept beside the model (``eval_cache/``) under a key made of all of these (the
 weights by their SHA-256; the code by the keys of the network and the diffusion
 maths, :mod:`~diffusion_lib.chapter.keys`, and the backends by their source):
 re-executing a chapter samples only what changed. The cached seconds per image
-are those of the run that drew the samples. After a chapter's execution
-succeeds, the runner removes the sample sets it no longer used
-(:func:`prune_unused`), so a committed cache (chapter 04's) holds only the
-current ones.
+are those of the run that drew the samples. After it has executed every
+chapter of a profile, with no override, the runner removes the sample sets
+none of them used (:func:`prune_unused`), so a committed cache (chapter 04's)
+holds only the current ones. The key does not name the machine: like a committed model, a
+committed sample set is reused where it was not drawn (bf16 and compiled
+numerics differ between CPUs in the last bits).
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def measure_runs(runs: Mapping[object, str | Path], meter: QualityMeter, spec: S
 
 
 def prune_unused(folder: str | Path, since: float) -> list[Path]:
-    """Remove the sample sets under ``folder`` that were neither drawn nor read since ``since`` (a ``time.time()``)."""
+    """Remove the sample sets under ``folder`` that were neither drawn nor read since ``since`` (a ``time.time()``);
+    returns those removed. The runner calls it after executing every chapter of a profile, with no override."""
     unused = [f for f in Path(folder).glob("**/eval_cache/*.pt") if f.stat().st_mtime < since]
     for f in unused:
         f.unlink()
