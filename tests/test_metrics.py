@@ -209,6 +209,28 @@ def test_path_statistics_tell_even_steps_from_a_jump(clf, test_images):
         path_stats(clf[0], fade[:10], 11)
 
 
+def test_path_latents_pixel_steps_and_mean_interval():
+    from diffusion_lib.diffusion.interpolation import lerp, slerp
+    from diffusion_lib.evaluation.paths import mean_interval, path_latents, pixel_steps
+
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    w = torch.linspace(0, 1, 5)
+    lat = path_latents("spherical", a, b, w)
+    assert lat.shape == (15, 1, 4, 4)
+    for i in range(3):  # pair after pair, each at every weight
+        for j in range(5):
+            assert torch.allclose(lat[5 * i + j], slerp(a[i:i + 1], b[i:i + 1], w[j:j + 1])[0])
+    per_pair = torch.rand(3, 4, generator=g)  # one row of weights per pair
+    lat = path_latents("linear", a, b, per_pair)
+    assert torch.allclose(lat[4 * 2 + 1], lerp(a[2:3], b[2:3], per_pair[2, 1:2])[0])
+    frames = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 2, 2) ** 2
+    steps = pixel_steps(frames.flatten(0, 1), 3)
+    assert steps.shape == (2, 2) and float(steps[1, 0]) == pytest.approx(float((frames[1, 1] - frames[1, 0]).norm()))
+    m, lo, hi = mean_interval([1.0, 2.0, 3.0, 6.0])
+    assert m == 3.0 and hi - m == pytest.approx(m - lo) and hi - m == pytest.approx(1.959964 * (14 / 3) ** 0.5 / 2)
+
+
 def test_gan_history_round_trips_through_its_file(tmp_path):
     from diffusion_lib.evaluation.gan import GANConfig, load_gan, train_gan, save_gan
 
