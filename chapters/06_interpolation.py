@@ -244,14 +244,14 @@ ink_mid = f"{lin['midpoint ink']:.3f} [{lin['midpoint ink lo']:.3f}, {lin['midpo
 q3 = Answer(ch.results, "q3")
 display(q3.add(claim(
     f"**Q3: interpolation.** A spherical path between two random $x_T$, decoded by deterministic DDIM, is {lead}. "
-    f"Its largest of {K} steps carries {pct('largest pixel-step share')} of the path's length in pixels (even steps "
-    f"{1 / K:.0%}, steps of random length {broken_stick:.0%}). Cut into {refine_frames - 1}, the step where the "
-    f"features change most puts {fine_px:.0%} of its pixel change and {fine_f:.0%} of its feature change into one fine "
-    f"step (even {even:.0%}, random {fine_stick:.0%}): more than half in {jumps['pixels']} of {n_refine} paths in "
-    f"pixels, {jumps['features']} in features. A path changes digit {sph['class changes']:.1f} times on average, "
-    f"{sph['via a third digit']:.0%} through a third digit. A linear path leaves the Gaussian shell (midpoint norm "
-    f"{mid['linear']:.1f} against {d ** 0.5:.1f}) and its midpoint digits fade (ink {ink_mid} against "
-    f"{lin['end ink']:.3f} at the ends); slerp keeps both.",
+    f"The largest of its {K} steps carries {pct('largest pixel-step share')} of the path's length in pixels (even "
+    f"steps {1 / K:.0%}, steps of random length {broken_stick:.0%}). Cut into {refine_frames - 1}, the step where the "
+    f"classifier's features change most puts {fine_px:.0%} of its pixel change and {fine_f:.0%} of its feature change "
+    f"into one fine step (even {even:.0%}, random {fine_stick:.0%}); more than half goes into one fine step in "
+    f"{jumps['pixels']} of {n_refine} paths in pixels and {jumps['features']} in features. A path changes digit "
+    f"{sph['class changes']:.1f} times on average and {sph['via a third digit']:.0%} pass through a third digit. A "
+    f"linear path leaves the Gaussian shell (midpoint norm {mid['linear']:.1f} against about {d ** 0.5:.1f}) and its "
+    f"midpoint digits fade (ink {ink_mid} against {lin['end ink']:.3f} at the ends); slerp keeps both.",
     sph["largest pixel-step share lo"] > 1 / K and mid["linear"] < mid["spherical"]
     and lin["midpoint ink hi"] < lin["end ink"] and lin["midpoint ink hi"] < sph["midpoint ink lo"],
 )))
