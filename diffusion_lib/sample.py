@@ -103,6 +103,49 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     return args
 
 
+def _network(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, NoiseSchedule,
+                                                                      SamplerSpec]:
+    """The model file's network, what samples (guided for ``--label``), its schedule and the sampler asked for."""
+    try:
+        model, meta = load_model(args.model, device)
+    except DiffusionError as exc:
+        raise DiffusionError(f"{exc}. Sample from the model_ema.pt that `python -m diffusion_lib.train` "
+                             "writes into its out_dir") from exc
+    schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
+    steps = args.steps if args.steps is not None else schedule.num_steps if args.sampler == "ddpm" else 50
+    try:
+        spec = SamplerSpec.from_mapping({"method": args.sampler, "steps": steps, "eta": args.eta,
+                                         "spacing": args.spacing}, schedule.num_steps)
+    except ValueError as exc:
+        raise DiffusionError(f"{args.sampler}: {exc}") from exc
+    if args.label is None and args.guidance is None:
+        return model, model, schedule, spec
+    if not isinstance(model, ConditionalModel):
+        raise DiffusionError(f"{args.model} was trained without labels: --label and --guidance apply only "
+                             "to a conditional model (model.arch: conditional in its training configuration)")
+    if args.label is None:
+        raise DiffusionError("--guidance needs --label, the class to draw")
+    try:
+        return model, Guided(model, args.label, 1.0 if args.guidance is None else args.guidance), schedule, spec
+    except ValueError as exc:
+        raise DiffusionError(f"{args.model}: {exc}") from exc
+
+
+def _write(args: argparse.Namespace, images: torch.Tensor, written: list[str]) -> None:
+    """Every output asked for, each whole or absent; ``written`` names those done (an OSError stops the rest)."""
+    if args.out:
+        save_grid(args.out, images, nrow=math.ceil(math.sqrt(args.n)))
+        written.append(args.out)
+    if args.out_dir:
+        for i, image in enumerate(images):
+            save_grid(Path(args.out_dir) / f"{i:05d}.png", image[None], nrow=1)
+        written.append(f"{Path(args.out_dir)}/ ({args.n} PNGs)")
+    if args.npz:
+        with atomic_write(args.npz, "wb") as fh:
+            np.savez(fh, images=images.numpy().astype(np.float32))
+        written.append(args.npz)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = _parse(argv)
     try:
@@ -110,55 +153,22 @@ def main(argv: Optional[list[str]] = None) -> int:
             device = resolve_device(args.device)
         except (ValueError, RuntimeError) as exc:  # no CUDA here, or a name torch does not know
             raise DiffusionError(f"--device {args.device}: {exc}") from exc
-        try:
-            model, meta = load_model(args.model, device)
-        except DiffusionError as exc:
-            raise DiffusionError(f"{exc}. Sample from the model_ema.pt that `python -m diffusion_lib.train` "
-                                 "writes into its out_dir") from exc
-        schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
-        steps = args.steps if args.steps is not None else schedule.num_steps if args.sampler == "ddpm" else 50
-        try:
-            spec = SamplerSpec.from_mapping({"method": args.sampler, "steps": steps, "eta": args.eta,
-                                             "spacing": args.spacing}, schedule.num_steps)
-        except ValueError as exc:
-            raise DiffusionError(f"{args.sampler}: {exc}") from exc
-        net = model
-        if args.label is not None or args.guidance is not None:
-            if not isinstance(model, ConditionalModel):
-                raise DiffusionError(f"{args.model} was trained without labels: --label and --guidance apply only "
-                                     "to a conditional model (model.arch: conditional in its training configuration)")
-            if args.label is None:
-                raise DiffusionError("--guidance needs --label, the class to draw")
-            try:
-                net = Guided(model, args.label, 1.0 if args.guidance is None else args.guidance)
-            except ValueError as exc:
-                raise DiffusionError(f"{args.model}: {exc}") from exc
+        model, net, schedule, spec = _network(args, device)
     except DiffusionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     fast = FastModel(net, args.backend or default_backend(device), log=lambda m: print(f"note: {m}", file=sys.stderr))
-    batches = math.ceil(args.n / args.batch_size)
     try:
-        with tqdm(total=batches * spec.steps + 1, desc="network evaluations", unit="eval",
-                  disable=args.no_progress) as bar:
+        with tqdm(total=math.ceil(args.n / args.batch_size) * spec.steps + 1, desc="network evaluations",
+                  unit="eval", disable=args.no_progress) as bar:
             images, seconds = generate(_Counted(fast, bar), schedule, spec, args.n, seed=args.seed,
                                        batch_size=args.batch_size)
     except KeyboardInterrupt:
         print("\ninterrupted: no file was written", file=sys.stderr)
         return 130
-    written = []
+    written: list[str] = []
     try:
-        if args.out:
-            save_grid(args.out, images, nrow=math.ceil(math.sqrt(args.n)))
-            written.append(args.out)
-        if args.out_dir:
-            for i, image in enumerate(images):
-                save_grid(Path(args.out_dir) / f"{i:05d}.png", image[None], nrow=1)
-            written.append(f"{Path(args.out_dir)}/ ({args.n} PNGs)")
-        if args.npz:
-            with atomic_write(args.npz, "wb") as fh:
-                np.savez(fh, images=images.numpy().astype(np.float32))
-            written.append(args.npz)
+        _write(args, images, written)
     except OSError as exc:  # each file is whole or absent; say which were written
         print(f"error: could not write {exc.filename or ''} ({exc.strerror or exc}); "
               f"written: {', '.join(written) or 'nothing'}", file=sys.stderr)

@@ -71,17 +71,10 @@ def _model_eps(model: nn.Module, x: torch.Tensor, t: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ddpm_sample(
-    model: nn.Module,
-    schedule: NoiseSchedule,
-    x_T: torch.Tensor,
-    *,
-    variance: Literal["posterior", "beta"] = "posterior",
-    clip_x0: bool = True,
-    generator: Optional[torch.Generator] = None,
-    callback: Optional[Callback] = None,
-    progress: bool = False,
-) -> torch.Tensor:
+def ddpm_sample(model: nn.Module, schedule: NoiseSchedule, x_T: torch.Tensor, *,
+                variance: Literal["posterior", "beta"] = "posterior", clip_x0: bool = True,
+                generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None,
+                progress: bool = False) -> torch.Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), from x_T down to x_0.
 
     Each step predicts eps, forms x_0 = (x_t - sqrt(1 - ab_t) eps) / sqrt(ab_t)
@@ -212,20 +205,10 @@ def _alpha_bar(schedule: NoiseSchedule, t: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ddim_sample(
-    model: nn.Module,
-    schedule: NoiseSchedule,
-    x_T: torch.Tensor,
-    *,
-    steps: int = 50,
-    eta: float = 0.0,
-    spacing: str = "uniform",
-    timesteps: Optional[Sequence[int]] = None,
-    clip_x0: bool = True,
-    generator: Optional[torch.Generator] = None,
-    callback: Optional[Callback] = None,
-    progress: bool = False,
-) -> torch.Tensor:
+def ddim_sample(model: nn.Module, schedule: NoiseSchedule, x_T: torch.Tensor, *, steps: int = 50, eta: float = 0.0,
+                spacing: str = "uniform", timesteps: Optional[Sequence[int]] = None, clip_x0: bool = True,
+                generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None,
+                progress: bool = False) -> torch.Tensor:
     """DDIM (Song et al. 2021, eq. 12) over ``steps`` timesteps of the given spacing (or the given ``timesteps``).
 
     x_{t'} = sqrt(ab_{t'}) x0_hat + sqrt(1 - ab_{t'} - sigma^2) eps_hat + sigma z, with
@@ -258,16 +241,8 @@ def ddim_sample(
 
 
 @torch.no_grad()
-def ddim_invert(
-    model: nn.Module,
-    schedule: NoiseSchedule,
-    x0: torch.Tensor,
-    *,
-    steps: int = 50,
-    spacing: str = "uniform",
-    callback: Optional[Callback] = None,
-    progress: bool = False,
-) -> torch.Tensor:
+def ddim_invert(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, *, steps: int = 50,
+                spacing: str = "uniform", callback: Optional[Callback] = None, progress: bool = False) -> torch.Tensor:
     """Deterministic DDIM encoding of data ``x0`` to x_T: the eta = 0 update run upwards.
 
     Each step from level s to the next level t uses the noise predicted at (x_s, t):
@@ -289,18 +264,9 @@ def ddim_invert(
 
 
 @torch.no_grad()
-def dpm_solver_pp_2m_sample(
-    model: nn.Module,
-    schedule: NoiseSchedule,
-    x_T: torch.Tensor,
-    *,
-    steps: int = 20,
-    spacing: str = "logsnr",
-    timesteps: Optional[Sequence[int]] = None,
-    clip_x0: bool = True,
-    callback: Optional[Callback] = None,
-    progress: bool = False,
-) -> torch.Tensor:
+def dpm_solver_pp_2m_sample(model: nn.Module, schedule: NoiseSchedule, x_T: torch.Tensor, *, steps: int = 20,
+                            spacing: str = "logsnr", timesteps: Optional[Sequence[int]] = None, clip_x0: bool = True,
+                            callback: Optional[Callback] = None, progress: bool = False) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a second-order multistep ODE solver in data space.
 
     With alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t), lambda_t = log(alpha_t / sigma_t) and

@@ -56,28 +56,33 @@ def _same(argv: Optional[list[str]]) -> str:
     return shlex.join(a for a in (sys.argv[1:] if argv is None else argv) if a not in ("--resume", "--fresh"))
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    args = _parse(argv)
-    if args.config is None and args.data is None:
-        print("error: give --config FILE, or --data DIR to train on a folder of images", file=sys.stderr)
-        return 2
+def _config(args: argparse.Namespace) -> TrainConfig:
+    """The run the arguments describe: the file's (or the defaults'), with the command line's overrides."""
     # paths given on the command line are the shell's: relative to the current folder
     here = lambda p: None if p is None else str(Path(p).resolve())  # noqa: E731
     folder = {"dataset": "folder", "data_root": here(args.data)} if args.data is not None else {}
     out_dir = here(args.out_dir or (f"runs/{Path(args.data).resolve().name}" if args.config is None else None))
     overrides = {k: v for k, v in {**folder, "steps": args.steps, "out_dir": out_dir, "device": args.device,
                                    "image_size": args.image_size, "channels": args.channels}.items() if v is not None}
+    # without a file: the defaults, with the EMA's warm-up (a short run's average would still hold the random
+    # initial weights without it: chapter 05)
+    cfg = load_train_config(args.config, overrides) if args.config else from_dict(
+        TrainConfig, {"ema_warmup": True, **overrides}, source="the command line")
+    if args.conditional:
+        if cfg.model.arch not in ("concat", "conditional"):
+            raise ConfigError(f"--conditional gives the concat U-Net a label embedding; this configuration "
+                              f"trains the {cfg.model.arch!r} network")
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, arch="conditional"))
+    return cfg
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = _parse(argv)
+    if args.config is None and args.data is None:
+        print("error: give --config FILE, or --data DIR to train on a folder of images", file=sys.stderr)
+        return 2
     try:
-        # without a file: the defaults, with the EMA's warm-up (a short run's average would still hold the
-        # random initial weights without it: chapter 05)
-        cfg = load_train_config(args.config, overrides) if args.config else from_dict(
-            TrainConfig, {"ema_warmup": True, **overrides}, source="the command line")
-        if args.conditional:
-            if cfg.model.arch not in ("concat", "conditional"):
-                raise ConfigError(f"--conditional gives the concat U-Net a label embedding; this configuration "
-                                  f"trains the {cfg.model.arch!r} network")
-            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, arch="conditional"))
-        train(cfg, resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
+        train(_config(args), resume=args.resume, fresh=args.fresh, progress=not args.no_progress)
     except TrainingInterrupted as exc:
         print(f"\n{exc}".replace("--config <the same file>", _same(argv)), file=sys.stderr)
         return exc.exit_code
