@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from diffusion_lib import DiffusionModel, DiffusionProcess, NonFiniteLossError
+from diffusion_lib.diffusion.generate import SamplerSpec
 from diffusion_lib.diffusion.samplers import ddpm_sample
 from diffusion_lib.diffusion.samplers import TrajectoryRecorder
 
@@ -81,6 +82,29 @@ def test_sampling_is_reproducible_with_a_generator():
     a = p.sample(2, generator=torch.Generator().manual_seed(5))
     b = p.sample(2, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method, steps, eta, spacing", [("ddpm", None, 0.0, ""), ("ddim", 5, 0.0, ""),
+                                                          ("ddim", 4, 1.0, "quadratic"), ("dpm++2m", 5, 0.0, "")])
+def test_sample_reaches_every_sampler_as_its_spec_runs_it(method, steps, eta, spacing):
+    p = tiny_process(noise_steps=20)
+    x_T = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    got = p.sample(2, method=method, steps=steps, eta=eta, spacing=spacing, x_T=x_T,
+                   generator=torch.Generator().manual_seed(2))
+    spec = SamplerSpec(method, 20 if steps is None else steps, eta, spacing)
+    want = spec.run(p.eval_model, p.schedule, x_T, generator=torch.Generator().manual_seed(2)).clamp(-1, 1)
+    assert torch.equal(got, want)
+    if method == "ddpm":  # the default is the assignment's sampler, Algorithm 2
+        plain = ddpm_sample(p.eval_model, p.schedule, x_T, generator=torch.Generator().manual_seed(2)).clamp(-1, 1)
+        assert torch.equal(p.sample(2, x_T=x_T, generator=torch.Generator().manual_seed(2)), plain)
+
+
+def test_sample_rejects_a_sampler_it_cannot_run():
+    p = tiny_process(noise_steps=20)
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        p.sample(2, method="euler", steps=5)
+    with pytest.raises(ValueError, match=r"steps: sampling steps must be integers in \[1, 20\]"):
+        p.sample(2, method="ddim", steps=50)
 
 
 class _ExactGaussianEps(torch.nn.Module):

@@ -94,18 +94,21 @@ class SamplerSpec:
         return f"DDIM-{self.steps} (eta={self.eta:g})"
 
     def run(self, model: nn.Module, schedule: NoiseSchedule, x_T: torch.Tensor, *,
-            generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None) -> torch.Tensor:
-        """Sample from ``x_T`` with this sampler; returns x_0."""
+            generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None,
+            **options: Any) -> torch.Tensor:
+        """Sample from ``x_T`` with this sampler; returns x_0. ``options`` (``clip_x0``, ``progress``) go to the
+        sampler."""
         problems = self.problems(schedule.num_steps)
         if problems:
             raise ValueError(f"sampler {self.name}: " + "; ".join(problems))
         if self.method == "ddpm":
-            return ddpm_sample(model, schedule, x_T, variance=self.variance, generator=generator, callback=callback)
+            return ddpm_sample(model, schedule, x_T, variance=self.variance, generator=generator, callback=callback,
+                               **options)
         if self.method == "ddim":
             return ddim_sample(model, schedule, x_T, steps=self.steps, eta=self.eta, spacing=self.spacing or "uniform",
-                               timesteps=self.timesteps or None, generator=generator, callback=callback)
+                               timesteps=self.timesteps or None, generator=generator, callback=callback, **options)
         return dpm_solver_pp_2m_sample(model, schedule, x_T, steps=self.steps, spacing=self.spacing or "logsnr",
-                                       timesteps=self.timesteps or None, callback=callback)
+                                       timesteps=self.timesteps or None, callback=callback, **options)
 
 
 def generate(model: nn.Module, schedule: NoiseSchedule, spec: SamplerSpec, n: int, *, seed: int = 0,

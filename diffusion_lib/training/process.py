@@ -11,14 +11,15 @@ clipping, guards). It moves every input to its own device.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 from torch import nn
 
 from ..core.devices import randn, resolve_device
 from ..diffusion.losses import simple_loss, timestep_losses
-from ..diffusion.samplers import Callback, ddpm_sample
+from ..diffusion.generate import SamplerSpec
+from ..diffusion.samplers import Callback
 from ..diffusion.schedules import NoiseSchedule
 from ..nets.concat_unet import DiffusionModel
 from ..nets.inference import FastModel
@@ -38,38 +39,18 @@ class DiffusionProcess:
             :mod:`diffusion_lib.diffusion.schedules`).
         model: a module ``model(x_t, t) -> eps``; a default
             :class:`~diffusion_lib.nets.concat_unet.DiffusionModel` is built when ``None``.
-        lr, weight_decay, warmup_steps, lr_decay, total_steps, grad_clip, ema_decay, ema_warmup,
-            autocast, wrap, agree: the :class:`~diffusion_lib.training.trainer.Trainer`'s settings.
         loss_weighting, min_snr_gamma: how each sample's noise-prediction error is weighted
             (:func:`~diffusion_lib.diffusion.losses.loss_weights`); ``"uniform"`` is L_simple.
         device: ``"auto"``/``None`` picks CUDA when available.
         model_kwargs: extra arguments for the default model.
+        **trainer: the :class:`~diffusion_lib.training.trainer.Trainer`'s settings (``lr``, ``warmup_steps``,
+            ``ema_decay``, ...), with its defaults; the training program takes them from its configuration.
     """
 
-    def __init__(
-        self,
-        image_size: int = 28,
-        channels: int = 1,
-        noise_steps: int = 1000,
-        schedule: str = "linear",
-        model: Optional[nn.Module] = None,
-        *,
-        lr: float = 2e-4,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        lr_decay: str = "none",
-        total_steps: int = 0,
-        grad_clip: float = 1.0,
-        ema_decay: Optional[float] = 0.999,
-        ema_warmup: bool = False,
-        loss_weighting: str = "uniform",
-        min_snr_gamma: float = 5.0,
-        autocast: bool = False,
-        wrap: Optional[Callable[[nn.Module], nn.Module]] = None,
-        agree: Optional[Callable[[bool], bool]] = None,
-        device: str | torch.device | None = None,
-        model_kwargs: Optional[dict[str, Any]] = None,
-    ) -> None:
+    def __init__(self, image_size: int = 28, channels: int = 1, noise_steps: int = 1000, schedule: str = "linear",
+                 model: Optional[nn.Module] = None, *, loss_weighting: str = "uniform", min_snr_gamma: float = 5.0,
+                 device: str | torch.device | None = None, model_kwargs: Optional[dict[str, Any]] = None,
+                 **trainer: Any) -> None:
         self.device = resolve_device(device)
         self.image_size = int(image_size)
         self.channels = int(channels)
@@ -84,9 +65,7 @@ class DiffusionProcess:
             )
         self.model = model.to(self.device)
         self.loss_weighting, self.min_snr_gamma = loss_weighting, float(min_snr_gamma)
-        self.trainer = Trainer(self.model, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-                               lr_decay=lr_decay, total_steps=total_steps, grad_clip=grad_clip, ema_decay=ema_decay,
-                               ema_warmup=ema_warmup, autocast=autocast, wrap=wrap, agree=agree)
+        self.trainer = Trainer(self.model, **trainer)
 
     # ------------------------------------------------------------------ forward process
     @property
@@ -138,26 +117,23 @@ class DiffusionProcess:
         return self.trainer.eval_model
 
     @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        *,
-        use_ema: bool = True,
-        x_T: Optional[torch.Tensor] = None,
-        generator: Optional[torch.Generator] = None,
-        variance: Literal["posterior", "beta"] = "posterior",
-        clip_x0: bool = True,
-        callback: Optional[Callback] = None,
-        progress: bool = False,
-        backend: Optional[str] = None,
-    ) -> torch.Tensor:
-        """Draw ``n`` images with DDPM ancestral sampling (Algorithm 2); returns ``(n, C, H, W)`` in [-1, 1].
+    def sample(self, n: int, *, method: str = "ddpm", steps: Optional[int] = None, eta: float = 0.0,
+               spacing: str = "", use_ema: bool = True, x_T: Optional[torch.Tensor] = None,
+               generator: Optional[torch.Generator] = None, variance: Literal["posterior", "beta"] = "posterior",
+               clip_x0: bool = True, callback: Optional[Callback] = None, progress: bool = False,
+               backend: Optional[str] = None) -> torch.Tensor:
+        """Draw ``n`` images; returns ``(n, C, H, W)`` in [-1, 1]. By default DDPM ancestral sampling (Algorithm 2).
 
-        ``backend`` runs the network through :class:`~diffusion_lib.nets.inference.FastModel`
-        (e.g. ``"compiled-bf16"``); ``None`` runs the module itself.
+        ``method`` (``"ddpm"``, ``"ddim"`` or ``"dpm++2m"``), ``steps`` (DDPM: all T; the others: 50 when not
+        given), ``eta``, ``spacing`` and ``variance`` choose any sampler of the library, as a
+        :class:`~diffusion_lib.diffusion.generate.SamplerSpec` describes it. ``backend`` runs the network through
+        :class:`~diffusion_lib.nets.inference.FastModel` (e.g. ``"compiled-bf16"``); ``None`` runs the module itself.
         """
         if n <= 0:
             raise ValueError(f"number of samples must be positive, got {n}")
+        if steps is None:
+            steps = self.noise_steps if method == "ddpm" else SamplerSpec.steps
+        spec = SamplerSpec(method, steps, eta, spacing, variance)
         model = self.eval_model if use_ema else self.model
         if x_T is None:
             x_T = randn((n, self.channels, self.image_size, self.image_size), generator=generator, device=self.device)
@@ -166,8 +142,8 @@ class DiffusionProcess:
         model.eval()
         net = FastModel(model, backend) if backend else model
         try:
-            x = ddpm_sample(net, self.schedule, x_T, variance=variance, clip_x0=clip_x0,
-                            generator=generator, callback=callback, progress=progress)
+            x = spec.run(net, self.schedule, x_T, generator=generator, callback=callback, clip_x0=clip_x0,
+                         progress=progress)
         finally:
             model.train(was_training)
         return x.clamp(-1.0, 1.0)
