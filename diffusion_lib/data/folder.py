@@ -72,6 +72,20 @@ def _decode(path: Path, image_size: int, channels: int) -> torch.Tensor:
     return TF.pil_to_tensor(TF.center_crop(img, image_size))
 
 
+def _decode_all(root: Path, files: list[Path], image_size: int, channels: int, progress: bool) -> torch.Tensor:
+    """Every file decoded, stacked; the files that cannot be decoded are all named in one :class:`DataError`."""
+    decoded, bad = [], []
+    for f in tqdm(files, desc=f"decoding {root}", unit="image", disable=None if progress else True, leave=False):
+        try:
+            decoded.append(_decode(f, image_size, channels))
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            bad.append(f"  {f}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    if bad:
+        raise DataError(f"{len(bad)} of the {len(files)} images under {root} cannot be read; remove or replace them "
+                        "and run again:\n" + "\n".join(bad))
+    return torch.stack(decoded)
+
+
 def _key(root: Path, files: list[Path], image_size: int, channels: int) -> str:
     listing = [(f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     text = json.dumps([CACHE_FORMAT, "shorter side, bicubic antialiased, centre crop", image_size, channels, listing])
@@ -104,17 +118,7 @@ def load_folder(root: str | Path, image_size: int, channels: int, *, progress: b
             images = None  # a damaged cache is decoded again (and replaced by rank 0)
     try:
         if images is None:
-            decoded, bad = [], []
-            for f in tqdm(files, desc=f"decoding {root}", unit="image", disable=None if progress else True,
-                          leave=False):
-                try:
-                    decoded.append(_decode(f, image_size, channels))
-                except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                    bad.append(f"  {f}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
-            if bad:
-                raise DataError(f"{len(bad)} of the {len(files)} images under {root} cannot be read; remove or "
-                                "replace them and run again:\n" + "\n".join(bad))
-            images = torch.stack(decoded)
+            images = _decode_all(root, files, image_size, channels, progress)
             if main:
                 save_tagged(cache, CACHE_FORMAT, {"images": images, "files": len(files)})
     finally:

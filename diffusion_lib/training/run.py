@@ -256,8 +256,17 @@ class TrainingRun:
         # a conditional model learns the classes of its training images (label dropout: see _draw_batch)
         labels, classes = training_labels(cfg) if cfg.model.arch == "conditional" else (None, 0)
         seed_everything(cfg.seed)
+        self.process = self._process(classes)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.batches = TensorBatches(images, cfg.batch_size, seed=cfg.seed, device=device, labels=labels)
+
+    def _process(self, classes: int) -> DiffusionProcess:
+        """The configured network (told ``classes`` labels when it is conditional) in a process with the
+        configuration's trainer; DDP and ``torch.compile`` wrap only its training forward pass."""
+        cfg, dd, device = self.cfg, self.dd, self.device
         model_config = cfg.model_config()
-        if labels is not None:
+        if classes:
             model_config["num_classes"] = classes
         model = use_fast_concat(build_model(model_config))  # the same function, less work: nets/fast.py
         if cfg.channels_last:
@@ -267,7 +276,7 @@ class TrainingRun:
             m = dd.wrap(m, device)
             return torch.compile(m) if cfg.compile else m
 
-        self.process = DiffusionProcess(
+        return DiffusionProcess(
             cfg.image_size, cfg.channels, cfg.noise_steps, cfg.schedule, model,
             lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps, lr_decay=cfg.lr_decay,
             total_steps=cfg.steps, grad_clip=cfg.grad_clip, ema_decay=cfg.ema_decay or None,
@@ -275,9 +284,6 @@ class TrainingRun:
             autocast=use_bf16_autocast(device, cfg.amp, cfg.amp_cpu, self.log),
             wrap=wrap, agree=dd.all_true, device=device,
         )
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        self.batches = TensorBatches(images, cfg.batch_size, seed=cfg.seed, device=device, labels=labels)
 
     # ------------------------------------------------------------------ phase 3: restore
     def restore(self) -> None:
@@ -415,29 +421,33 @@ class TrainingRun:
             return result
         save_model(model_path, process.eval_model, schedule=cfg.schedule, noise_steps=cfg.noise_steps,
                    dataset=cfg.dataset, steps=process.trainer.step, config=cfg.to_dict())
-        tail = [r["loss"] for r in self.rows[-100:]]
-        write_summary(self.out / "summary.json", {
-            "steps": process.trainer.step,
-            "images_seen": seen,
-            "train_seconds": round(self.train_s, 2),
-            "wall_seconds": round(wall, 2),
-            "images_per_s": round(ips, 2),
-            "device": self.device.type,
-            "device_name": device_name(self.device),
-            "torch": torch.__version__,
-            "precision": "bf16 autocast, float32 weights" if process.trainer.autocast else "float32",
-            "parameters": process.model.num_parameters,
-            "ranks": dd.world_size,
-            "ranks_in_sync": in_sync,
-            "final_loss_mean_100": sum(tail) / max(1, len(tail)),
-            "fingerprint": fingerprint(load_model(model_path)[0]),
-            "config": cfg.to_dict(),
-        })
+        write_summary(self.out / "summary.json", self._summary(result, seen, in_sync))
         dd.barrier()
         self.log(f"trained {process.trainer.step} steps: {self.train_s / 60:.1f} min of training steps, "
                  f"{wall / 60:.1f} min wall with sampling and checkpoints ({ips:.0f} images/s on "
                  f"{device_name(self.device)}); EMA weights: {model_path}")
         return result
+
+    def _summary(self, result: TrainResult, seen: int, in_sync: bool) -> dict[str, Any]:
+        """What ``summary.json`` records of a finished run (its model already saved)."""
+        process, tail = self.process, [r["loss"] for r in self.rows[-100:]]
+        return {
+            "steps": process.trainer.step,
+            "images_seen": seen,
+            "train_seconds": round(self.train_s, 2),
+            "wall_seconds": round(result.wall_seconds, 2),
+            "images_per_s": round(result.images_per_s, 2),
+            "device": self.device.type,
+            "device_name": device_name(self.device),
+            "torch": torch.__version__,
+            "precision": "bf16 autocast, float32 weights" if process.trainer.autocast else "float32",
+            "parameters": process.model.num_parameters,
+            "ranks": self.dd.world_size,
+            "ranks_in_sync": in_sync,
+            "final_loss_mean_100": sum(tail) / max(1, len(tail)),
+            "fingerprint": fingerprint(load_model(result.model_path)[0]),
+            "config": self.cfg.to_dict(),
+        }
 
     # ------------------------------------------------------------------ helpers
     def _clock(self) -> float:
