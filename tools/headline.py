@@ -11,6 +11,7 @@ not produce is reported as missing.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -194,22 +195,16 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def profile_arg(args: list[str], doc: str, default: str | None = None) -> str | int:
-    """The one profile named in ``args`` (else ``default``, else $QUARTO_PROFILE's first, else cpu), or an exit
-    status: 0 after printing ``doc`` for -h/--help, 2 after one error line for anything that is not one name."""
-    if args and args[0] in ("-h", "--help"):
-        print(doc.strip())
-        return 0
-    if len(args) > 1 or (args and args[0].startswith("-")):
-        print(f"error: expected at most one profile name, got {' '.join(args)}; nothing was written", file=sys.stderr)
-        return 2
-    return args[0] if args else (default or os.environ.get("QUARTO_PROFILE", "").split(",")[0] or "cpu")
+def profile_arg(args: list[str], doc: str, default: str | None = None) -> str:
+    """The one profile named in ``args`` (else ``default``, else $QUARTO_PROFILE's first, else cpu); ``-h`` prints
+    ``doc``, and anything but one name is one error line and exit status 2 (argparse's)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("profile", nargs="?", default=default or os.environ.get("QUARTO_PROFILE", "").split(",")[0] or "cpu")
+    return ap.parse_args(args).profile
 
 
 def main(argv: list[str] | None = None) -> int:
     profile = profile_arg(argv if argv is not None else sys.argv[1:], __doc__)
-    if isinstance(profile, int):
-        return profile
     write_atomic(ROOT / "_headline.md", headline(profile))
     print(f"front page headline written for profile {profile}")
     return 0

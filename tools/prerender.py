@@ -187,8 +187,6 @@ def widget(profile: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     profile = headline.profile_arg(argv if argv is not None else sys.argv[1:], __doc__)
-    if isinstance(profile, int):
-        return profile
     headline.main([profile])
     headline.write_atomic(ROOT / "_status.md", status(profile))
     headline.write_atomic(ROOT / "_answers.md", answers(profile))

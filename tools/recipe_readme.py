@@ -86,8 +86,6 @@ def section(profile: str, results: Path = ROOT / "results") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     profile = profile_arg(argv if argv is not None else sys.argv[1:], __doc__, default="cpu")
-    if isinstance(profile, int):
-        return profile
     missing = [f for f in ("ranking.csv", "runs.csv") if not (ROOT / "results" / profile / "05_recipe" / f).is_file()]
     if missing:
         print(f"error: results/{profile}/05_recipe/ lacks {' and '.join(missing)}: execute chapter 05 of profile "
