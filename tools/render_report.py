@@ -53,53 +53,7 @@ import prerender  # noqa: E402
 
 BOOK_TITLE = "Diffusion models from scratch"
 
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222; line-height: 1.55; }
-.layout { display: flex; }
-nav.sidebar { width: 17rem; flex: none; padding: 1rem; border-right: 1px solid #ddd; font-size: 0.9rem;
-              position: sticky; top: 0; height: 100vh; overflow-y: auto; box-sizing: border-box; }
-nav.sidebar a { display: block; padding: 0.2rem 0; color: #2c5d8f; text-decoration: none; }
-nav.sidebar a.current { font-weight: bold; color: #000; }
-main { max-width: 52rem; padding: 1rem 2rem; min-width: 0; }
-.pager { display: flex; justify-content: space-between; border-top: 1px solid #ddd; margin-top: 2rem;
-         padding-top: 0.5rem; }
-pre { background: #f6f8fa; padding: 0.6rem; font-size: 0.82rem; white-space: pre-wrap; overflow-wrap: anywhere; }
-pre.output { background: #fff; border-left: 3px solid #ccc; }
-details.code-fold > summary { cursor: pointer; color: #555; font-size: 0.85rem; }
-figure { margin: 1.2rem 0; } figure img { max-width: 100%; height: auto; }
-figcaption, .table-caption { font-size: 0.9rem; color: #333; }
-.figure-number, .table-number { font-weight: bold; }
-.table-block { margin: 1.2rem 0; overflow-x: auto; }
-table { border-collapse: collapse; font-size: 0.85rem; margin: 0.3rem 0; }
-th, td { border: 1px solid #ddd; padding: 0.2rem 0.5rem; text-align: left; vertical-align: top; }
-.claim-warning, .callout-warning { border: 2px solid #c0392b; background: #fdecea; padding: 6px; }
-.unresolved-ref { color: #c0392b; font-weight: bold; }
-.source-note { font-size: 0.8rem; color: #666; margin-top: -0.6rem; }
-.header-section-number { margin-right: 0.4em; }
-.toc ol { list-style: none; padding-left: 1.2rem; }
-.live-sampler { border: 1px solid #ccd; border-radius: 6px; padding: 0.6rem 1rem; margin: 1rem 0; background: #fafbff; }
-.live-sampler .ls-controls label { margin-right: 1rem; font-size: 0.9rem; }
-.live-sampler input[type=number] { width: 5rem; }
-.live-sampler .ls-panes { display: flex; gap: 1.5rem; flex-wrap: wrap; }
-.live-sampler .ls-label { font-size: 0.9rem; color: #333; text-align: center; }
-.live-sampler canvas { width: 232px; image-rendering: pixelated; border: 1px solid #ddd; }
-.live-sampler .ls-scrub { width: 100%; max-width: 500px; }
-.live-sampler-unavailable canvas, .live-sampler-unavailable .ls-scrub { display: none; }
-.title-page { text-align: center; padding-top: 30vh; }
-@page { size: A4; margin: 16mm 14mm 16mm 14mm; }
-@media print {
-  nav.sidebar, .pager, .live-sampler { display: none; }
-  main { max-width: none; padding: 0; }
-  .chapter, .toc { break-before: page; }
-  figure, .table-block, pre { break-inside: avoid; }
-  .table-block { overflow: visible; }
-  table { width: 100%; font-size: 0.72rem; }
-  th, td { overflow-wrap: anywhere; padding: 0.1rem 0.3rem; }
-  math { font-size: 0.92em; }
-  details.code-fold > summary { display: none; }
-  a { color: inherit; text-decoration: none; }
-}
-"""
+CSS = ROOT / "tools" / "report.css"  # the fallback renderer's stylesheet
 
 
 # ----------------------------------------------------------------------------- the book's pages
@@ -433,7 +387,7 @@ def render_plain(profile: str, out_root: Path, pdf: bool = True) -> Path:
     for stale in out_root.glob(f".{profile}.*"):  # the half-built site of a render that failed
         shutil.rmtree(stale, ignore_errors=True)
     site = Path(tempfile.mkdtemp(prefix=f".{profile}.", dir=out_root))
-    (site / "style.css").write_text(CSS)
+    shutil.copy(CSS, site / "style.css")
     pages = build_pages(profile, site)
     copy_page_images(pages, site)
     shutil.copytree(ROOT / "params" / profile, site / "params" / profile)
