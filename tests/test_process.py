@@ -7,7 +7,7 @@ import torch
 
 from diffusion_lib import DiffusionModel, DiffusionProcess, NonFiniteLossError
 from diffusion_lib.diffusion.generate import SamplerSpec
-from diffusion_lib.diffusion.samplers import ddpm_sample
+from diffusion_lib.diffusion.samplers import ddim_sample, ddpm_sample
 from diffusion_lib.diffusion.samplers import TrajectoryRecorder
 
 
@@ -99,12 +99,26 @@ def test_sample_reaches_every_sampler_as_its_spec_runs_it(method, steps, eta, sp
         assert torch.equal(p.sample(2, x_T=x_T, generator=torch.Generator().manual_seed(2)), plain)
 
 
+def test_sample_passes_its_options_to_the_sampler():
+    p = tiny_process(noise_steps=20, ema_decay=None)
+    g = torch.Generator().manual_seed(0)
+    for w in p.model.parameters():  # off its initial weights: a zero last layer predicts eps = 0, which clipping hides
+        w.data += 0.05 * torch.randn(w.shape, generator=g)
+    x_T = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    unclipped = ddim_sample(p.eval_model, p.schedule, x_T, steps=5, clip_x0=False).clamp(-1, 1)
+    assert torch.equal(p.sample(2, method="ddim", steps=5, x_T=x_T, clip_x0=False), unclipped)
+    assert not torch.equal(p.sample(2, method="ddim", steps=5, x_T=x_T), unclipped)
+    assert p.sample(2, method="dpm++2m", x_T=x_T).shape == x_T.shape  # 50 steps by default, or T when fewer
+
+
 def test_sample_rejects_a_sampler_it_cannot_run():
     p = tiny_process(noise_steps=20)
-    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
-        p.sample(2, method="euler", steps=5)
-    with pytest.raises(ValueError, match=r"steps: sampling steps must be integers in \[1, 20\]"):
-        p.sample(2, method="ddim", steps=50)
+    for kw, message in (({"method": "euler", "steps": 5}, r"sampler euler-5: method: unknown sampler 'euler'"),
+                        ({"method": "ddim", "steps": 50}, r"steps: sampling steps must be integers in \[1, 20\]"),
+                        ({"eta": 1.0}, "eta: ddpm takes none"), ({"method": "dpm++2m", "eta": 0.5}, "eta: dpm"),
+                        ({"spacing": "trailing"}, "spacing: DDPM visits every step")):
+        with pytest.raises(ValueError, match=message):
+            p.sample(2, **kw)
 
 
 class _ExactGaussianEps(torch.nn.Module):

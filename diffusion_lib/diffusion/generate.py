@@ -68,8 +68,13 @@ class SamplerSpec:
             problems.append(f"DDPM runs all T = {T} steps; use method ddim with eta 1 for fewer")
         if bad_eta(eta):
             problems.append(f"eta: must be in [0, 1], got {eta!r}")
+        elif eta and method in ("ddpm", "dpm++2m"):
+            problems.append(f"eta: {method} takes none (DDPM is stochastic at every step, DPM-Solver++ deterministic); "
+                            "another eta is method ddim's")
         if v["spacing"] and v["spacing"] not in SPACINGS:
             problems.append(f"spacing: unknown step spacing {v['spacing']!r}; valid: {', '.join(SPACINGS)}")
+        elif v["spacing"] and method == "ddpm":
+            problems.append("spacing: DDPM visits every step; a spacing is for ddim or dpm++2m")
         if v["variance"] not in ("posterior", "beta"):
             problems.append(f"variance: must be 'posterior' or 'beta', got {v['variance']!r}")
         ts = list(v["timesteps"] or ())
@@ -91,7 +96,9 @@ class SamplerSpec:
             return f"DDPM-{self.steps}"
         if self.method == "dpm++2m":
             return f"DPM-Solver++(2M)-{self.steps}"
-        return f"DDIM-{self.steps} (eta={self.eta:g})"
+        if self.method == "ddim":
+            return f"DDIM-{self.steps} (eta={self.eta:g})"
+        return f"{self.method}-{self.steps}"  # not a sampler: named as asked, for its error message
 
     def run(self, model: nn.Module, schedule: NoiseSchedule, x_T: torch.Tensor, *,
             generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None,

@@ -124,16 +124,19 @@ class DiffusionProcess:
                backend: Optional[str] = None) -> torch.Tensor:
         """Draw ``n`` images; returns ``(n, C, H, W)`` in [-1, 1]. By default DDPM ancestral sampling (Algorithm 2).
 
-        ``method`` (``"ddpm"``, ``"ddim"`` or ``"dpm++2m"``), ``steps`` (DDPM: all T; the others: 50 when not
-        given), ``eta``, ``spacing`` and ``variance`` choose any sampler of the library, as a
-        :class:`~diffusion_lib.diffusion.generate.SamplerSpec` describes it. ``backend`` runs the network through
+        ``method`` (``"ddpm"``, ``"ddim"`` or ``"dpm++2m"``), ``steps`` (DDPM: all T; the others: 50, or T when
+        that is fewer, when not given), ``eta`` (DDIM's), ``spacing`` and ``variance`` (DDPM's) choose any sampler of
+        the library, as a :class:`~diffusion_lib.diffusion.generate.SamplerSpec` describes it; a setting the
+        sampler does not take is a ``ValueError`` before anything is drawn. ``backend`` runs the network through
         :class:`~diffusion_lib.nets.inference.FastModel` (e.g. ``"compiled-bf16"``); ``None`` runs the module itself.
         """
         if n <= 0:
             raise ValueError(f"number of samples must be positive, got {n}")
         if steps is None:
-            steps = self.noise_steps if method == "ddpm" else SamplerSpec.steps
+            steps = self.noise_steps if method == "ddpm" else min(SamplerSpec.steps, self.noise_steps)
         spec = SamplerSpec(method, steps, eta, spacing, variance)
+        if spec.problems(self.noise_steps):
+            raise ValueError(f"sampler {spec.name}: " + "; ".join(spec.problems(self.noise_steps)))
         model = self.eval_model if use_ema else self.model
         if x_T is None:
             x_T = randn((n, self.channels, self.image_size, self.image_size), generator=generator, device=self.device)
