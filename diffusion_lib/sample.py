@@ -53,26 +53,6 @@ def default_backend(device: torch.device) -> str:
     return "bf16" if bf16_native(device) else "eager"
 
 
-class _Counted:
-    """The network with a progress bar that advances at every evaluation (one per sampling step and batch)."""
-
-    training = False
-
-    def __init__(self, model: FastModel, bar: tqdm) -> None:
-        self.model, self.bar, self.config = model, bar, model.config
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.model(x, t)
-        self.bar.update(1)
-        return out
-
-    def eval(self) -> "_Counted":
-        return self
-
-    def train(self, mode: bool = True) -> "_Counted":
-        return self
-
-
 def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m diffusion_lib.sample", description="Draw images from a trained model.")
     p.add_argument("model", help="a model file written by the training program (model_ema.pt)")
@@ -159,10 +139,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return exc.exit_code
     fast = FastModel(net, args.backend or default_backend(device), log=lambda m: print(f"note: {m}", file=sys.stderr))
     try:
-        with tqdm(total=math.ceil(args.n / args.batch_size) * spec.steps + 1, desc="network evaluations",
-                  unit="eval", disable=args.no_progress) as bar:
-            images, seconds = generate(_Counted(fast, bar), schedule, spec, args.n, seed=args.seed,
-                                       batch_size=args.batch_size)
+        with tqdm(total=math.ceil(args.n / args.batch_size) * spec.steps, desc="sampling steps", unit="step",
+                  disable=args.no_progress) as bar:
+            images, seconds = generate(fast, schedule, spec, args.n, seed=args.seed, batch_size=args.batch_size,
+                                       callback=lambda _step: bar.update(1))
     except KeyboardInterrupt:
         print("\ninterrupted: no file was written", file=sys.stderr)
         return 130

@@ -119,12 +119,14 @@ class SamplerSpec:
 
 
 def generate(model: nn.Module, schedule: NoiseSchedule, spec: SamplerSpec, n: int, *, seed: int = 0,
-             batch_size: int = 100, progress: bool = False) -> tuple[torch.Tensor, float]:
+             batch_size: int = 100, progress: bool = False,
+             callback: Optional[Callback] = None) -> tuple[torch.Tensor, float]:
     """``n`` samples with ``spec`` in batches of ``batch_size``; returns ``(samples on CPU, seconds per image)``.
 
     x_T comes from a CPU generator seeded with ``seed``, so every sampler starts
     from the same noise. The clock covers the sampling loops only, after one
     warm-up network evaluation at the same batch size, with the device synchronised.
+    ``callback`` is called after every step of every batch (as the samplers call it).
     """
     device = schedule.betas.device
     cfg = model.config
@@ -141,7 +143,7 @@ def generate(model: nn.Module, schedule: NoiseSchedule, spec: SamplerSpec, n: in
     try:
         for i in range(0, n, batch_size):
             t0 = time.perf_counter()
-            x = spec.run(model, schedule, x_T[i:i + batch_size].to(device), generator=noise_gen)
+            x = spec.run(model, schedule, x_T[i:i + batch_size].to(device), generator=noise_gen, callback=callback)
             synchronize(device)
             seconds += time.perf_counter() - t0
             out.append(x.clamp(-1, 1).cpu())
