@@ -59,7 +59,7 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("-n", type=int, default=16, help="how many images (default 16)")
     p.add_argument("--seed", type=int, default=0, help="the seed of the starting noise (default 0)")
     p.add_argument("--sampler", default="ddim", choices=METHODS, help="default ddim")
-    p.add_argument("--steps", type=int, help="sampling steps (default 50; ddpm always runs all of the model's steps)")
+    p.add_argument("--steps", type=int, help="sampling steps (default 50, or the model's T when fewer; ddpm always runs all T)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM's eta: 0 deterministic, 1 as noisy as DDPM")
     p.add_argument("--spacing", default="", choices=("",) + SPACINGS,
                    help="which timesteps a shortened sampler visits (default: uniform for ddim, logsnr for dpm++2m)")
@@ -92,7 +92,8 @@ def _network(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.M
         raise DiffusionError(f"{exc}. Sample from the model_ema.pt that `python -m diffusion_lib.train` "
                              "writes into its out_dir") from exc
     schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
-    steps = args.steps if args.steps is not None else schedule.num_steps if args.sampler == "ddpm" else 50
+    T = schedule.num_steps
+    steps = args.steps if args.steps is not None else T if args.sampler == "ddpm" else min(50, T)
     try:
         spec = SamplerSpec.from_mapping({"method": args.sampler, "steps": steps, "eta": args.eta,
                                          "spacing": args.spacing}, schedule.num_steps)

@@ -135,8 +135,9 @@ class DiffusionProcess:
         if steps is None:
             steps = self.noise_steps if method == "ddpm" else min(SamplerSpec.steps, self.noise_steps)
         spec = SamplerSpec(method, steps, eta, spacing, variance)
-        if spec.problems(self.noise_steps):
-            raise ValueError(f"sampler {spec.name}: " + "; ".join(spec.problems(self.noise_steps)))
+        problems = spec.problems(self.noise_steps)
+        if problems:
+            raise ValueError(f"sampler {spec.name}: " + "; ".join(problems))
         model = self.eval_model if use_ema else self.model
         if x_T is None:
             x_T = randn((n, self.channels, self.image_size, self.image_size), generator=generator, device=self.device)
