@@ -59,7 +59,8 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("-n", type=int, default=16, help="how many images (default 16)")
     p.add_argument("--seed", type=int, default=0, help="the seed of the starting noise (default 0)")
     p.add_argument("--sampler", default="ddim", choices=METHODS, help="default ddim")
-    p.add_argument("--steps", type=int, help="sampling steps (default 50, or the model's T when fewer; ddpm always runs all T)")
+    p.add_argument("--steps", type=int,
+                   help="sampling steps (default 50, or the model's T when fewer; ddpm always runs all T)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM's eta: 0 deterministic, 1 as noisy as DDPM")
     p.add_argument("--spacing", default="", choices=("",) + SPACINGS,
                    help="which timesteps a shortened sampler visits (default: uniform for ddim, logsnr for dpm++2m)")

@@ -199,7 +199,8 @@ def profile_arg(args: list[str], doc: str, default: str | None = None) -> str:
     """The one profile named in ``args`` (else ``default``, else $QUARTO_PROFILE's first, else cpu); ``-h`` prints
     ``doc``, and anything but one name is one error line and exit status 2 (argparse's)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("profile", nargs="?", default=default or os.environ.get("QUARTO_PROFILE", "").split(",")[0] or "cpu")
+    quarto = os.environ.get("QUARTO_PROFILE", "").split(",")[0]
+    ap.add_argument("profile", nargs="?", default=default or quarto or "cpu")
     return ap.parse_args(args).profile
 
 
