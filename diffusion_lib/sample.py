@@ -93,11 +93,10 @@ def _network(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.M
         raise DiffusionError(f"{exc}. Sample from the model_ema.pt that `python -m diffusion_lib.train` "
                              "writes into its out_dir") from exc
     schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
-    T = schedule.num_steps
-    steps = args.steps if args.steps is not None else T if args.sampler == "ddpm" else min(50, T)
+    steps = {} if args.steps is None else {"steps": args.steps}  # left out: SamplerSpec's default for the model
     try:
-        spec = SamplerSpec.from_mapping({"method": args.sampler, "steps": steps, "eta": args.eta,
-                                         "spacing": args.spacing}, schedule.num_steps)
+        spec = SamplerSpec.from_mapping({"method": args.sampler, "eta": args.eta, "spacing": args.spacing, **steps},
+                                        schedule.num_steps)
     except ValueError as exc:
         raise DiffusionError(f"{args.sampler}: {exc}") from exc
     if args.label is None and args.guidance is None:

@@ -38,12 +38,14 @@ class SamplerSpec:
     def from_mapping(cls, d: dict[str, Any], noise_steps: int = 1000) -> "SamplerSpec":
         """A spec from a parameter file's mapping (``method``, ``steps``, ``eta``, ``spacing``, ``variance``).
 
-        Raises ``ValueError`` listing every problem (see :meth:`problems`).
+        ``steps`` left out is all T for DDPM and 50 (or T when fewer) for the others. Raises ``ValueError``
+        listing every problem (see :meth:`problems`).
         """
         problems = cls.mapping_problems(d, noise_steps)
         if problems:
             raise ValueError("; ".join(problems))
-        return cls(**{**d, "eta": float(d.get("eta", 0.0)), "timesteps": tuple(d.get("timesteps", ()))})
+        v = cls._filled(d, noise_steps)
+        return cls(**{**v, "eta": float(v["eta"]), "timesteps": tuple(v["timesteps"])})
 
     @classmethod
     def mapping_problems(cls, d: Any, noise_steps: int = 1000) -> list[str]:
@@ -54,7 +56,15 @@ class SamplerSpec:
         unknown = sorted(set(d) - set(valid))
         if unknown:
             return [f"unknown key(s) {unknown}; valid: {', '.join(valid)}"]
-        return cls._problems({f.name: d.get(f.name, f.default) for f in fields(cls)}, noise_steps)
+        return cls._problems(cls._filled(d, noise_steps), noise_steps)
+
+    @classmethod
+    def _filled(cls, d: dict[str, Any], T: int) -> dict[str, Any]:
+        """Every field: those ``d`` leaves out at their defaults (``steps``: see :meth:`from_mapping`)."""
+        v = {f.name: d.get(f.name, f.default) for f in fields(cls)}
+        if "steps" not in d:
+            v["steps"] = T if v["method"] == "ddpm" else min(v["steps"], T)
+        return v
 
     @staticmethod
     def _problems(v: dict[str, Any], T: int) -> list[str]:

@@ -132,12 +132,8 @@ class DiffusionProcess:
         """
         if n <= 0:
             raise ValueError(f"number of samples must be positive, got {n}")
-        if steps is None:
-            steps = self.noise_steps if method == "ddpm" else min(SamplerSpec.steps, self.noise_steps)
-        spec = SamplerSpec(method, steps, eta, spacing, variance)
-        problems = spec.problems(self.noise_steps)
-        if problems:
-            raise ValueError(f"sampler {spec.name}: " + "; ".join(problems))
+        chosen = {"method": method, "eta": eta, "spacing": spacing, "variance": variance}
+        spec = SamplerSpec.from_mapping({**chosen, **({} if steps is None else {"steps": steps})}, self.noise_steps)
         model = self.eval_model if use_ema else self.model
         if x_T is None:
             x_T = randn((n, self.channels, self.image_size, self.image_size), generator=generator, device=self.device)
