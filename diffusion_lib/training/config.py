@@ -19,8 +19,6 @@ from .trainer import LR_DECAYS
 
 __all__ = ["ModelSection", "TrainConfig", "load_train_config"]
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
-
 
 @dataclass(frozen=True)
 class ModelSection:
@@ -75,7 +73,7 @@ class TrainConfig:
     # EMA weights kept every this many steps in snapshots/ema_<step>.pt, to measure quality over training; 0: none
     snapshot_every: int = field(default=0, metadata=non_negative())
     out_dir: str = "runs/train"  # never inside results/ unless a file says so
-    device: str = field(default="auto", metadata=rule(lambda v: bool(_DEVICE_RE.match(v)),
+    device: str = field(default="auto", metadata=rule(lambda v: bool(re.match(r"^(auto|cpu|cuda(:\d+)?|mps)$", v)),
                                                       "must be auto, cpu, cuda or cuda:N"))
     threads: int = field(default=0, metadata=non_negative())  # 0: PyTorch's default
     deterministic: bool = False
@@ -116,12 +114,8 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path, overrides: Optional[dict[str, Any]] = None) -> TrainConfig:
-    """The training configuration in ``path``.
-
-    A chapter's parameter file keeps the training keys under ``train:`` beside the
-    chapter's own parameters; a plain training file has them at the top level. An
-    empty file or an empty ``train:`` section is an error, never a default run.
-    """
+    """The training configuration in ``path``: the keys under ``train:`` (a chapter's parameter file) or at the top
+    level (a plain training file). An empty file or an empty ``train:`` section is an error, never a default run."""
     data = load_yaml(path)
     section = data["train"] if "train" in data else data
     if not section:
@@ -130,6 +124,4 @@ def load_train_config(path: str | Path, overrides: Optional[dict[str, Any]] = No
                           "see params/cpu/03_train.yaml for a complete one")
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: the train: section must be a mapping of keys to values")
-    if overrides:
-        section = {**section, **overrides}
-    return from_dict(TrainConfig, section, source=f"training configuration in {path}")
+    return from_dict(TrainConfig, {**section, **(overrides or {})}, source=f"training configuration in {path}")

@@ -67,7 +67,6 @@ class DiffusionProcess:
         self.loss_weighting, self.min_snr_gamma = loss_weighting, float(min_snr_gamma)
         self.trainer = Trainer(self.model, **trainer)
 
-    # ------------------------------------------------------------------ forward process
     @property
     def noise_steps(self) -> int:
         return self.schedule.num_steps
@@ -110,7 +109,6 @@ class DiffusionProcess:
         self.model.train()
         return self.trainer.update(self.loss(x, t, noise, labels))
 
-    # ------------------------------------------------------------------ sampling
     @property
     def eval_model(self) -> nn.Module:
         """The EMA weights when kept, else the raw model."""
@@ -148,14 +146,12 @@ class DiffusionProcess:
             model.train(was_training)
         return x.clamp(-1.0, 1.0)
 
-    # ------------------------------------------------------------------ analysis
     def loss_per_timestep(self, x0: torch.Tensor, timesteps: Sequence[int], *, use_ema: bool = True,
                           generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
         """Per-timestep losses on held-out images; see :func:`~diffusion_lib.diffusion.losses.timestep_losses`."""
         return timestep_losses(self.eval_model if use_ema else self.model, self.schedule,
                                self._check_batch(x0), timesteps, generator=generator)
 
-    # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return self.trainer.state_dict()
 

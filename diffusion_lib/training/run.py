@@ -79,12 +79,6 @@ class TrainResult:
     metrics_path: Path
     resumed_from: Optional[int]
 
-    @classmethod
-    def from_summary(cls, out: Path, summary: dict[str, Any], resumed_from: Optional[int]) -> "TrainResult":
-        return cls(out, int(summary["steps"]), float(summary["train_seconds"]), float(summary["wall_seconds"]),
-                   float(summary["images_per_s"]), str(summary["device"]), out / "model_ema.pt",
-                   out / "metrics.csv", resumed_from)
-
 
 def training_images(cfg: TrainConfig) -> torch.Tensor:
     """The training set as one uint8 tensor (N, C, H, W), cut to ``train_subset`` when set."""
@@ -94,10 +88,7 @@ def training_images(cfg: TrainConfig) -> torch.Tensor:
 
 def training_labels(cfg: TrainConfig) -> tuple[torch.Tensor, int]:
     """The training labels (int64, (N,)), cut like :func:`training_images`, and the number of classes of the whole
-    training set: what a conditional model is asked for.
-
-    An image folder's labels are its subfolders (sorted); a folder without at least two of them has no classes.
-    """
+    training set; an image folder's labels are its (sorted) subfolders, and it needs at least two."""
     labels = load_split(cfg.dataset, cfg.data_root, train=True, image_size=cfg.image_size, channels=cfg.channels)[1]
     classes = int(labels.max()) + 1
     if classes < 2:
@@ -108,10 +99,8 @@ def training_labels(cfg: TrainConfig) -> tuple[torch.Tensor, int]:
 
 def _config_changes(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """The keys (other than resumable ones) in which a stored configuration differs from ``cfg``."""
-    try:  # fill in defaults for keys added since the configuration was written
+    with contextlib.suppress(ConfigError):  # fill in defaults for keys added since the configuration was written
         saved = from_dict(TrainConfig, saved, source="stored configuration").to_dict()
-    except ConfigError:
-        pass
     now = cfg.to_dict()
     # a decaying learning rate is a function of the run's length: another length is another run
     resumable = _RESUMABLE_CHANGES - ({"steps"} if cfg.lr_decay != "none" else set())
@@ -127,11 +116,9 @@ STALE = ("config", "fingerprint")  # other parameters, or other model code: only
 def reuse_verdict(cfg: TrainConfig) -> Optional[tuple[str, str]]:
     """``(kind, why)`` when the run in ``cfg.out_dir`` cannot stand for ``cfg`` now, or None when it can.
 
-    A run is reused only when it is complete, was trained with the same
-    configuration (resumable keys aside) for at least ``cfg.steps`` steps, and the
-    current model code computes, with its saved weights, the function it computed
-    when it was trained (its recorded fingerprint). ``kind`` is one of
-    :data:`CONTINUABLE` or :data:`STALE`.
+    A run is reused only when it is complete, was trained with the same configuration (resumable keys aside) for at
+    least ``cfg.steps`` steps, and its saved weights still compute, under the current model code, the function its
+    recorded fingerprint describes. ``kind`` is one of :data:`CONTINUABLE` or :data:`STALE`.
     """
     out = resolve(cfg.out_dir)
     if not (out / "summary.json").is_file() or not (out / "model_ema.pt").is_file():
@@ -146,8 +133,7 @@ def reuse_verdict(cfg: TrainConfig) -> Optional[tuple[str, str]]:
     if not saved_fp:
         return "fingerprint", (f"the run in {out} records no model fingerprint, so it cannot show the model code "
                                "is unchanged")
-    model, _ = load_model(out / "model_ema.pt")
-    if not same_function(fingerprint(model), saved_fp):
+    if not same_function(fingerprint(load_model(out / "model_ema.pt")[0]), saved_fp):
         return "fingerprint", (f"the model code has changed since the run in {out} was trained: with its saved "
                                "weights the network no longer computes what it computed then")
     return None
@@ -208,7 +194,6 @@ class TrainingRun:
         self.resumed_from: Optional[int] = None
         self.stop: Optional[_StopFlag] = None
 
-    # ------------------------------------------------------------------ phase 1: prepare
     def prepare(self) -> Optional[TrainResult]:
         """Decide what to do with ``out_dir``; returns the result when the run is already complete."""
         cfg, out = self.cfg, self.out
@@ -221,7 +206,9 @@ class TrainingRun:
         if self.resume and finished and verdict is None:
             summary = read_summary(out / "summary.json")
             self.log(f"the run in {out} is already complete ({summary['steps']} steps); nothing to do")
-            return TrainResult.from_summary(out, summary, resumed_from=int(summary["steps"]))
+            return TrainResult(out, int(summary["steps"]), float(summary["train_seconds"]),
+                               float(summary["wall_seconds"]), float(summary["images_per_s"]), str(summary["device"]),
+                               out / "model_ema.pt", self.metrics_path, int(summary["steps"]))
         if verdict is not None and (verdict[0] in STALE or not has_ckpt):
             # continuing would stamp weights trained by other code, or with other parameters, as this run's
             raise ConfigError(f"{out} already holds the results of an earlier run that cannot be reused "
@@ -236,7 +223,6 @@ class TrainingRun:
             raise ConfigError(f"cannot create or write out_dir {out}: {existing} is not a writable folder")
         return None
 
-    # ------------------------------------------------------------------ phase 2: build
     def build(self) -> None:
         """Device, data, model, optimiser: everything that can fail on bad input fails here, before any write."""
         cfg = self.cfg
@@ -285,7 +271,6 @@ class TrainingRun:
             wrap=wrap, agree=dd.all_true, device=device,
         )
 
-    # ------------------------------------------------------------------ phase 3: restore
     def restore(self) -> None:
         """Continue from the newest usable checkpoint (``--resume``), or move an old run aside (``--fresh``)."""
         try:
@@ -309,18 +294,14 @@ class TrainingRun:
                 if self.metrics_path.exists():  # drop rows logged after the checkpoint: no step is logged twice
                     self.rows = [r for r in read_metrics(self.metrics_path) if r["step"] <= self.resumed_from]
                 self.log(f"resumed from step {self.resumed_from} in {self.ckpt_dir}")
-        elif self.fresh and self.dd.is_main:
+        elif self.fresh and main:
             moved = archive_old_run(self.out)
             if moved:
                 self.log(f"the previous run was moved to {moved}")
 
     def _apply(self, state: dict[str, Any]) -> None:
-        """Load one checkpoint's state into the built objects.
-
-        :class:`CheckpointError` when it does not fit (another model, a damaged
-        entry: the next checkpoint is tried); :class:`ConfigError` when it belongs
-        to a run with other parameters (no checkpoint of this folder would do).
-        """
+        """Load one checkpoint's state: :class:`CheckpointError` when it does not fit (another model, a damaged entry:
+        the next checkpoint is tried), :class:`ConfigError` when it belongs to a run with other parameters."""
         if not isinstance(state["config"], dict) or not isinstance(state["process"], dict):
             raise CheckpointError("its configuration or training state is not a mapping")
         try:
@@ -342,7 +323,6 @@ class TrainingRun:
             with contextlib.suppress(RuntimeError):
                 torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
 
-    # ------------------------------------------------------------------ phase 4: loop
     def loop(self) -> None:
         """Train to ``cfg.steps``, drawing grids and writing checkpoints as configured."""
         cfg, dd, process = self.cfg, self.dd, self.process
@@ -368,8 +348,9 @@ class TrainingRun:
                 smooth = loss if smooth is None else 0.98 * smooth + 0.02 * loss
                 bar.update(1)
                 bar.set_postfix(loss=f"{smooth:.4f}", refresh=False)
-                if cfg.snapshot_every and step % cfg.snapshot_every == 0 and step < cfg.steps:
-                    self._snapshot(step)
+                if cfg.snapshot_every and step % cfg.snapshot_every == 0 and step < cfg.steps and dd.is_main:
+                    save_model(self.out / "snapshots" / f"ema_{step:06d}.pt", process.eval_model, schedule=cfg.schedule,
+                               noise_steps=cfg.noise_steps, dataset=cfg.dataset, steps=step, config=cfg.to_dict())
                 if self._grid_due(step):
                     self._grid_or_stop(step)
                 if dd.any(self.stop.signal is not None):
@@ -381,10 +362,8 @@ class TrainingRun:
             bar.close()
 
     def _draw_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """The global batch, its randomness and (for a conditional model) its labels, drawn identically on every rank.
-
-        Label dropout: each label is replaced by "no label" with probability ``p_uncond``.
-        """
+        """The global batch, its randomness and (for a conditional model) its labels, drawn identically on every rank;
+        label dropout replaces each label by "no label" with probability ``p_uncond``."""
         cfg = self.cfg
         x, y = self.batches.next_labelled() if self.batches.labels is not None else (self.batches.next(), None)
         x = to_model_range(x)
@@ -400,7 +379,6 @@ class TrainingRun:
             y = torch.where(torch.rand(x.shape[0], device=x.device) < net.p_uncond, net.num_classes, y)
         return x, t, noise, y
 
-    # ------------------------------------------------------------------ phase 5: finish
     def finish(self) -> TrainResult:
         """The last checkpoint, the last grid, the EMA model and the summary."""
         cfg, dd, process = self.cfg, self.dd, self.process
@@ -449,7 +427,6 @@ class TrainingRun:
             "config": self.cfg.to_dict(),
         }
 
-    # ------------------------------------------------------------------ helpers
     def _clock(self) -> float:
         """Wall seconds of the run so far, across interruptions."""
         return self.elapsed0 + time.perf_counter() - self._t_start
@@ -469,13 +446,6 @@ class TrainingRun:
             "elapsed_s": self._clock(),
             "train_s": self.train_s,
         })
-
-    def _snapshot(self, step: int) -> None:
-        """The EMA weights at ``step`` (``snapshots/ema_<step>.pt``, in the format of ``model_ema.pt``)."""
-        if self.dd.is_main:
-            cfg = self.cfg
-            save_model(self.out / "snapshots" / f"ema_{step:06d}.pt", self.process.eval_model, schedule=cfg.schedule,
-                       noise_steps=cfg.noise_steps, dataset=cfg.dataset, steps=step, config=cfg.to_dict())
 
     def _grid_due(self, step: int) -> bool:
         return bool(self.cfg.sample_every) and step > 0 and step % self.cfg.sample_every == 0 and step < self.cfg.steps
