@@ -151,7 +151,7 @@ def test_a_change_the_interpolation_chapter_depends_on_makes_it_stale(tmp_path, 
     f = proj / changed
     # a change of what the library computes, of a value in a parameter file, of any text in a chapter
     if changed.startswith("diffusion_lib"):
-        f.write_text(f.read_text().replace("return model(x, tt).float()", "return 0.5 * model(x, tt).float()"))
+        f.write_text(f.read_text().replace("eps = model(x, tt).float()", "eps = 0.5 * model(x, tt).float()"))
     else:
         f.write_text(f.read_text() + ("\nchanged: 1\n" if f.suffix == ".yaml" else "\n# changed\n"))
     _clear()

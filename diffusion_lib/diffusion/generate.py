@@ -113,8 +113,7 @@ class SamplerSpec:
     def run(self, model: nn.Module, schedule: NoiseSchedule, x_T: torch.Tensor, *,
             generator: Optional[torch.Generator] = None, callback: Optional[Callback] = None,
             **options: Any) -> torch.Tensor:
-        """Sample from ``x_T`` with this sampler; returns x_0. ``options`` (``clip_x0``, ``progress``) go to the
-        sampler."""
+        """Sample from ``x_T`` with this sampler; returns x_0. ``options`` (``clip_x0``, ``progress``) go to it."""
         problems = self.problems(schedule.num_steps)
         if problems:
             raise ValueError(f"sampler {self.name}: " + "; ".join(problems))

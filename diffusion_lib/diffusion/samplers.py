@@ -53,7 +53,7 @@ class TrajectoryRecorder:
     """A callback that keeps ``x`` (and the x_0 estimate) at the chosen timesteps, on the CPU."""
 
     def __init__(self, keep_t: list[int] | None = None) -> None:
-        self.keep_t = None if keep_t is None else set(int(t) for t in keep_t)
+        self.keep_t = None if keep_t is None else {int(t) for t in keep_t}
         self.t: list[int] = []
         self.x: list[torch.Tensor] = []
         self.x0: list[torch.Tensor] = []
@@ -63,11 +63,6 @@ class TrajectoryRecorder:
             self.t.append(info.t)
             self.x.append(info.x.detach().float().cpu())
             self.x0.append(info.x0_pred.detach().float().cpu())
-
-
-def _model_eps(model: nn.Module, x: torch.Tensor, t: int) -> torch.Tensor:
-    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-    return model(x, tt).float()
 
 
 @torch.no_grad()
@@ -97,7 +92,7 @@ def ddpm_sample(model: nn.Module, schedule: NoiseSchedule, x_T: torch.Tensor, *,
     steps = range(schedule.num_steps - 1, -1, -1)
     for i, t in enumerate(tqdm(steps, desc="DDPM", disable=not progress, leave=False)):
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = _model_eps(model, x, t)
+        eps = model(x, tt).float()
         x0 = schedule.predict_x0(x, tt, eps)
         if clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
@@ -225,7 +220,7 @@ def ddim_sample(model: nn.Module, schedule: NoiseSchedule, x_T: torch.Tensor, *,
         t_prev = seq[i + 1] if i + 1 < len(seq) else -1
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         ab, ab_prev = _alpha_bar(schedule, t), _alpha_bar(schedule, t_prev)
-        eps = _model_eps(model, x, t)
+        eps = model(x, tt).float()
         x0 = schedule.predict_x0(x, tt, eps)
         if clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
@@ -253,8 +248,9 @@ def ddim_invert(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, *, 
     x = x0.to(schedule.betas.device).float()
     prev = -1
     for i, t in enumerate(tqdm(seq, desc=f"DDIM inversion-{steps}", disable=not progress, leave=False)):
+        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         ab_prev, ab = _alpha_bar(schedule, prev), _alpha_bar(schedule, t)
-        eps = _model_eps(model, x, t)
+        eps = model(x, tt).float()
         x0_hat = (x - (1 - ab_prev).sqrt() * eps) / ab_prev.sqrt()
         x = ab.sqrt() * x0_hat + (1 - ab).sqrt() * eps
         prev = t
@@ -282,7 +278,7 @@ def dpm_solver_pp_2m_sample(model: nn.Module, schedule: NoiseSchedule, x_T: torc
     x0_prev, h_prev = None, None
     for i, t in enumerate(tqdm(seq, desc=f"DPM-Solver++(2M)-{steps}", disable=not progress, leave=False)):
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        x0 = schedule.predict_x0(x, tt, _model_eps(model, x, t))
+        x0 = schedule.predict_x0(x, tt, model(x, tt).float())
         if clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
         if i + 1 == len(seq):

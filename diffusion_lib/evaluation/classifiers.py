@@ -36,15 +36,6 @@ CLASSIFIER_FORMAT = "diffusion_lib/classifier/v1"
 NUM_CLASSES = 10
 
 
-def _conv_block(cin: int, cout: int, bias: bool) -> nn.Sequential:
-    """Two 3x3 convolutions with BatchNorm and ReLU, then 2x2 max-pooling."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=bias), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=bias), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-    )
-
-
 class ConvClassifier(nn.Module):
     """Conv blocks (each halves the resolution), then one hidden layer (the features) and a linear head.
 
@@ -60,8 +51,10 @@ class ConvClassifier(nn.Module):
         self.num_features = num_features
         c, size = image_shape[0], image_shape[1]
         layers: list[nn.Module] = []
-        for w in widths:
-            layers.append(_conv_block(c, w, bias))
+        for w in widths:  # two 3x3 convolutions with BatchNorm and ReLU, then 2x2 max-pooling
+            layers.append(nn.Sequential(
+                nn.Conv2d(c, w, 3, padding=1, bias=bias), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                nn.Conv2d(w, w, 3, padding=1, bias=bias), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2)))
             c, size = w, size // 2
         if global_pool:
             layers.append(nn.AdaptiveAvgPool2d(1))

@@ -111,7 +111,7 @@ def nll_bits_per_dim(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor
     was_training = model.training
     model.eval()
     dims = x0[0].numel()
-    prior_all, dec_all, diff_all = [], [], []
+    parts = []  # (prior, decoder, diffusion) of each batch
     try:
         for start in range(0, len(x0), batch_size):
             xb = x0[start:start + batch_size].to(device).float()
@@ -124,12 +124,10 @@ def nll_bits_per_dim(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor
                 t = (edges[i] + (u * sizes[i]).floor().long()).clamp(max=int(edges[i + 1]) - 1).to(device)
                 noise = randn(xb.shape, generator=generator, device=device)
                 diff += sizes[i].item() * vlb_term(model, schedule, xb, t, noise)
-            prior_all.append(prior_kl(schedule, xb).cpu())
-            dec_all.append(dec.cpu())
-            diff_all.append(diff.cpu())
+            parts.append((prior_kl(schedule, xb).cpu(), dec.cpu(), diff.cpu()))
     finally:
         model.train(was_training)
     to_bpd = 1.0 / (dims * math.log(2.0))
-    prior, dec, diff = (torch.cat(v) * to_bpd for v in (prior_all, dec_all, diff_all))
+    prior, dec, diff = (torch.cat(v) * to_bpd for v in zip(*parts))
     return NllEstimate(per_image=(prior + dec + diff).float(), prior=float(prior.mean()), decoder=float(dec.mean()),
                        diffusion=float(diff.mean()))

@@ -41,7 +41,8 @@ from ..data.images import to_model_range
 from .classifiers import ConvClassifier
 
 __all__ = ["CONFIDENT", "METRICS", "class_statistics", "features", "frechet_distance", "kid_unbiased",
-           "precision_recall", "normal_interval", "bootstrap_metrics", "QualityReport", "QualityMeter", "measure_quality", "real_floor"]
+           "precision_recall", "normal_interval", "bootstrap_metrics", "QualityReport", "QualityMeter",
+           "measure_quality", "real_floor"]
 
 CONFIDENT = 0.9  # a sample "reads as a digit" when the classifier's top probability exceeds this
 METRICS = ("FID", "KID x1e3", "precision", "recall")  # the metrics with bootstrap intervals
@@ -112,9 +113,7 @@ def kid_unbiased(fs: torch.Tensor, fr: torch.Tensor) -> float:
 
 def _radii(d_self: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each point to its k-th nearest *other* point, from the pairwise distances of one set."""
-    d = d_self.clone()
-    d.fill_diagonal_(float("inf"))
-    return d.kthvalue(k, dim=1).values
+    return d_self.clone().fill_diagonal_(float("inf")).kthvalue(k, dim=1).values
 
 
 def _covered(d_query_to_set: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
@@ -200,8 +199,7 @@ class QualityMeter:
     def __init__(self, classifier: ConvClassifier, reference: torch.Tensor, *, n_boot: int = 200,
                  level: float = 0.95, seed: int = 0) -> None:
         self.classifier, self.n_boot, self.level, self.seed = classifier, n_boot, level, seed
-        self.reference_features = features(classifier, reference)
-        fr = self.reference_features
+        self.reference_features = fr = features(classifier, reference)
         self._k_rr, self._d_rr = _poly_kernel(fr, fr), torch.cdist(fr, fr)
 
     def measure(self, samples: torch.Tensor) -> QualityReport:
@@ -209,25 +207,18 @@ class QualityMeter:
         if len(samples) < 2 * _PR_K:
             raise ValueError(f"at least {2 * _PR_K} samples are needed to measure quality, got {len(samples)}")
         fs = features(self.classifier, samples)
-        stats = class_statistics(self.classifier, samples)
-        est, reps = self._metrics(fs)
+        stats = class_statistics(self.classifier, samples)  # the report's fields from entropy to labels
+        est, reps = bootstrap_metrics(fs, self.reference_features, n_boot=self.n_boot, seed=self.seed,
+                                      reference_matrices=(self._k_rr, self._d_rr))
         intervals = {m: _within(m, normal_interval(est[m], reps[m], self.level)) for m in METRICS}
-        return QualityReport(n=len(samples), estimates=est, intervals=intervals, entropy=stats["entropy"],
-                             confidence=stats["confidence"], confident_share=stats["confident_share"],
-                             classes_covered=stats["classes_covered"], hist=stats["hist"], labels=stats["labels"],
-                             replicates=reps)
+        return QualityReport(n=len(samples), estimates=est, intervals=intervals, replicates=reps, **stats)
 
     def difference(self, a: QualityReport, b: QualityReport, metric: str = "FID") -> tuple[float, float, float]:
         """``(a - b, lo, hi)`` for one metric, from the paired replicates of two reports of the same N."""
         if a.n != b.n:
             raise ValueError(f"a paired difference needs reports of the same N, got {a.n} and {b.n}")
         diff = a.estimates[metric] - b.estimates[metric]
-        lo, hi = normal_interval(diff, a.replicates[metric] - b.replicates[metric], self.level)
-        return diff, lo, hi
-
-    def _metrics(self, fs: torch.Tensor) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-        return bootstrap_metrics(fs, self.reference_features, n_boot=self.n_boot, seed=self.seed,
-                                 reference_matrices=(self._k_rr, self._d_rr))
+        return (diff, *normal_interval(diff, a.replicates[metric] - b.replicates[metric], self.level))
 
 
 def bootstrap_metrics(fs: torch.Tensor, fr: torch.Tensor, *, n_boot: int = 200, seed: int = 0,
