@@ -11,6 +11,7 @@ totals and the code share; ``code_share`` returns them for tests.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -26,14 +27,12 @@ class _Counter(HTMLParser):
         self.chars = {"code": 0, "output": 0, "other": 0}
 
     def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
         if tag == "main":
             self.in_main += 1
         elif tag in ("style", "script", "math", "nav"):
             self.skip += 1
         elif tag == "pre" and self.in_main:
-            cls = a.get("class") or ""
-            self.pre_kind = "output" if "output" in cls.split() else "code"
+            self.pre_kind = "output" if "output" in (dict(attrs).get("class") or "").split() else "code"
 
     def handle_endtag(self, tag):
         if tag == "main":
@@ -45,21 +44,18 @@ class _Counter(HTMLParser):
 
     def handle_data(self, data):
         if self.in_main and not self.skip:
-            n = len(data.strip())
-            self.chars[self.pre_kind or "other"] += n
+            self.chars[self.pre_kind or "other"] += len(data.strip())
 
 
 def code_share(site: Path) -> dict[str, float]:
     """Characters of code, outputs and other text over every page of a rendered report (not print.html)."""
-    total = {"code": 0, "output": 0, "other": 0}
-    for page in sorted(Path(site).rglob("*.html")):
-        if page.name == "print.html":
-            continue
-        c = _Counter()
-        c.feed(page.read_text())
-        for k, v in c.chars.items():
-            total[k] += v
-    all_chars = sum(total.values())
+    total = Counter(code=0, output=0, other=0)
+    for page in Path(site).rglob("*.html"):
+        if page.name != "print.html":
+            c = _Counter()
+            c.feed(page.read_text())
+            total.update(c.chars)
+    all_chars = total.total()
     return {**total, "total": all_chars, "code_share": total["code"] / all_chars if all_chars else 0.0}
 
 

@@ -2,11 +2,9 @@
 
     python tools/headline.py [PROFILE]        (default: $QUARTO_PROFILE, else cpu)
 
-Quarto runs this as the book's pre-render script (with QUARTO_PROFILE set), and
-``tools/render_report.py`` runs it for the fallback renderer. It reads only what
-the chapters wrote to ``results/<profile>/`` (standard library only, so any
-Python can run it) and never types a number itself: a result that a profile did
-not produce is reported as missing.
+``tools/prerender.py`` runs it before the book is rendered. It reads only what
+the chapters wrote to ``results/<profile>/`` and never types a number itself: a
+result that a profile did not produce is reported as missing.
 """
 
 from __future__ import annotations
@@ -19,6 +17,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from diffusion_lib.core.files import atomic_write_text  # noqa: E402
+
 CHAPTER_TITLES = {
     "01_unet": "The U-Net", "02_process": "The diffusion process", "03_train": "Training and sampling",
     "04_schedules": "Noise schedules", "05_recipe": "Training on a laptop", "06_interpolation": "Interpolation", "07_gan": "Diffusion against a GAN",
@@ -93,8 +94,7 @@ def result_rows(res: Path) -> list[tuple[str, str]]:
     if nll:
         rows.append(("Likelihood bound, chapter 03 model", f"{nll['bits_per_dim']:.3f} bits/dim "
                      f"[{nll['lo']:.3f}, {nll['hi']:.3f}] on {nll['n']:,} test digits"))
-    grid = _csv(res / "09_ddim" / "grid.csv")
-    for r in grid:
+    for r in _csv(res / "09_ddim" / "grid.csv"):
         if r["sampler"] in ("DDPM-1000", "DDIM-50 (eta=0)", "DDIM-10 (eta=0)", "DPM-Solver++(2M)-10",
                             "DPM-Solver++(2M)-20"):
             speed = (f", {float(r['speed-up vs DDPM']):.1f}x faster than DDPM"
@@ -188,13 +188,6 @@ def headline(profile: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file beside ``path`` and rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def profile_arg(args: list[str], doc: str, default: str | None = None) -> str:
     """The one profile named in ``args`` (else ``default``, else $QUARTO_PROFILE's first, else cpu); ``-h`` prints
     ``doc``, and anything but one name is one error line and exit status 2 (argparse's)."""
@@ -206,7 +199,7 @@ def profile_arg(args: list[str], doc: str, default: str | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     profile = profile_arg(argv if argv is not None else sys.argv[1:], __doc__)
-    write_atomic(ROOT / "_headline.md", headline(profile))
+    atomic_write_text(ROOT / "_headline.md", headline(profile))
     print(f"front page headline written for profile {profile}")
     return 0
 

@@ -11,26 +11,28 @@
   limitations, stated from the runs' own files;
 - ``_source/<name>.md``: the library lines the chapters show beside the
   equations, cut from the library's source now, so the book never shows code
-  that is not the code that ran.
+  that is not the code that ran;
+- ``widget/``: the live sampler's model and runtime (``tools/widget_assets.py``).
 
-Standard library only, so any Python (Quarto's included) can run it; it never
-types a result itself.
+It never types a result itself. It runs in the project's Python (it imports the
+library): ``tools/render_report.py`` runs Quarto with that Python first on PATH.
 """
 
 from __future__ import annotations
 
 import ast
-import json
-import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 import headline  # noqa: E402
 import staleness  # noqa: E402
+from diffusion_lib.core.files import atomic_write_text  # noqa: E402
 
 # name -> (file, qualified name): the implementation shown beside its equation
 SNIPPETS = {
@@ -64,36 +66,22 @@ ANSWERS = [
 def source_of(file: str, qualname: str) -> str:
     """The source of ``qualname`` in ``file``, as written (decorators included, docstring left out)."""
     text = (ROOT / file).read_text()
-    tree = ast.parse(text)
-    node: ast.AST = tree
+    node = ast.parse(text)
     for part in qualname.split("."):
         node = next(n for n in ast.iter_child_nodes(node)
                     if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)) and n.name == part)
-    lines = text.splitlines()
-    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
-    body = node.body
-    first = body[0]
-    skip = None
-    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-        skip = (first.lineno - 1, first.end_lineno)  # the docstring's lines
-    out = [ln for i, ln in enumerate(lines[start:node.end_lineno], start=start)
-           if skip is None or not skip[0] <= i < skip[1]]
-    indent = min(len(ln) - len(ln.lstrip()) for ln in out if ln.strip())
-    return "\n".join(ln[indent:] for ln in out)
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+    first = node.body[0]
+    docstring = range(first.lineno - 1, first.end_lineno) if ast.get_docstring(node) is not None else range(0)
+    out = [ln for i, ln in enumerate(text.splitlines()[start:node.end_lineno], start=start) if i not in docstring]
+    return textwrap.dedent("\n".join(out))
 
 
-def write_sources(out: Path = ROOT / "_source") -> list[Path]:
-    out.mkdir(exist_ok=True)
-    written = []
+def write_sources(out: Path = ROOT / "_source") -> None:
     for name, (file, qualname) in SNIPPETS.items():
-        code = source_of(file, qualname)
-        text = (f"```python\n{code}\n```\n\n"
-                f"<p class=\"source-note\">From <code>{file}</code>, <code>{qualname}</code> "
-                "(taken from the library when the book was rendered; docstring omitted).</p>\n")
-        path = out / f"{name}.md"
-        headline.write_atomic(path, text)
-        written.append(path)
-    return written
+        atomic_write_text(out / f"{name}.md", f"```python\n{source_of(file, qualname)}\n```\n\n"
+                          f"<p class=\"source-note\">From <code>{file}</code>, <code>{qualname}</code> "
+                          "(taken from the library when the book was rendered; docstring omitted).</p>\n")
 
 
 def limitations(profile: str) -> str:
@@ -101,7 +89,7 @@ def limitations(profile: str) -> str:
     res = ROOT / "results" / profile
     floor = headline._json(res / "09_ddim" / "floor.json")
     train = headline._json(res / "03_train" / "summary.json")
-    sched = sorted((res / "04_schedules").glob("*/seed*/summary.json"))
+    runs = [headline._json(p) for p in sorted((res / "04_schedules").glob("*/seed*/summary.json"))]
     lines = ["## Limitations {.unnumbered}", ""]
     if floor:
         lines.append(f"- **Sample size.** The sampler and GAN comparisons measure N = {floor.get('N')} samples against "
@@ -114,7 +102,6 @@ def limitations(profile: str) -> str:
         minutes = train.get("train_seconds", 0) / 60
         budget = (f"- **Budget.** The reference MNIST model (chapter 03, the one the sampler comparison uses) trained "
                   f"for {minutes:.1f} minutes ({train.get('steps', 0):,} steps) on {train.get('device_name', '?')}")
-        runs = [json.loads(p.read_text()) for p in sched]
         if runs:
             steps = " or ".join(f"{n:,}" for n in sorted({r.get("steps", 0) for r in runs}))
             mean_min = sum(r.get("train_seconds", 0) for r in runs) / len(runs) / 60
@@ -123,8 +110,8 @@ def limitations(profile: str) -> str:
                        f"{mean_min:.1f} minutes), so the schedules are compared at "
                        f"{'that much shorter' if shorter else 'that'} budget")
         lines.append(budget + ". Either comparison may change with longer training, as the papers' own results show.")
-    if sched:
-        seeds = sorted({json.loads(p.read_text()).get("config", {}).get("seed") for p in sched})
+    if runs:
+        seeds = sorted({r.get("config", {}).get("seed") for r in runs})
         if len(seeds) == 1:
             lines.append(f"- **Seeds.** Each schedule in the schedule study was trained once (seed {seeds[0]}); a "
                          "ranking that rests on one training run per schedule cannot separate the schedule from the "
@@ -178,21 +165,13 @@ def answers(profile: str) -> str:
     return "\n".join(parts)
 
 
-def widget(profile: str) -> None:
-    """The live sampler's files, made by the project's Python (torch is not needed to run this script)."""
-    venv = ROOT / ".venv" / "bin" / "python"
-    python = str(venv) if venv.exists() else sys.executable
-    subprocess.run([python, str(ROOT / "tools" / "widget_assets.py"), profile], check=False)
-
-
 def main(argv: list[str] | None = None) -> int:
     profile = headline.profile_arg(argv if argv is not None else sys.argv[1:], __doc__)
     headline.main([profile])
-    headline.write_atomic(ROOT / "_status.md", status(profile))
-    headline.write_atomic(ROOT / "_answers.md", answers(profile))
+    atomic_write_text(ROOT / "_status.md", status(profile))
+    atomic_write_text(ROOT / "_answers.md", answers(profile))
     write_sources()
-    if os.environ.get("QUARTO_PROFILE") is not None:  # under Quarto; the fallback renderer makes them itself
-        widget(profile)
+    subprocess.run([sys.executable, str(ROOT / "tools" / "widget_assets.py"), profile], check=False)
     print(f"pre-render: status, headline, answers and {len(SNIPPETS)} source snippets written for profile {profile}")
     return 0
 

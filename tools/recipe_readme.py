@@ -11,7 +11,6 @@ studies measured.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from diffusion_lib.core.files import replace_marked_section  # noqa: E402
 from diffusion_lib.evaluation.comparison import Difference, verdict  # noqa: E402
-from headline import profile_arg  # noqa: E402
+from headline import _csv, profile_arg  # noqa: E402
 
 PLAIN = {  # what each arm of params/<profile>/05_recipe.yaml changes, in a reader's words
     "wider": "a 1.5 times wider network (fewer steps in the same minutes)",
@@ -55,11 +54,7 @@ def sampling_line(profile: str, results: Path) -> list[str]:
 
 
 def section(profile: str, results: Path = ROOT / "results") -> str:
-    folder = results / profile / "05_recipe"
-    with open(folder / "ranking.csv", newline="") as fh:
-        rank = list(csv.DictReader(fh))
-    with open(folder / "runs.csv", newline="") as fh:
-        runs = list(csv.DictReader(fh))
+    rank, runs = (_csv(results / profile / "05_recipe" / f) for f in ("ranking.csv", "runs.csv"))
     minutes = sum(float(r["minutes"]) for r in runs) / len(runs)
     base = next(r for r in rank if r[""] == "base")
     lines = [f"Measured by chapter 05 (`results/{profile}/05_recipe/`): every arm trains for the same "

@@ -2,10 +2,12 @@
 
     python tools/render_report.py --profile cpu [--renderer auto|quarto|plain] [--no-pdf]
 
-**With Quarto** on PATH (``auto``), this runs ``quarto render --profile <profile>``:
-the book is configured in ``_quarto.yml`` and ``_quarto-<profile>.yml``; the
-executed notebooks are rendered as they are, never re-executed; HTML and PDF
-(Typst, A4) go to ``_book/<profile>/``.
+**With Quarto** on PATH (``auto``), this runs ``quarto render --profile <profile>``
+with this Python's folder first on PATH, so Quarto's pre-render step
+(``tools/prerender.py``) runs in the project's Python: the book is configured in
+``_quarto.yml`` and ``_quarto-<profile>.yml``; the executed notebooks are
+rendered as they are, never re-executed; HTML and PDF (Typst, A4) go to
+``_book/<profile>/``.
 
 **Without Quarto** it builds the same book with pandoc into ``report/<profile>/``,
 honouring the subset of Quarto's syntax the chapters use:
@@ -52,8 +54,6 @@ sys.path.insert(0, str(ROOT / "tools"))
 import prerender  # noqa: E402
 
 BOOK_TITLE = "Diffusion models from scratch"
-
-CSS = ROOT / "tools" / "report.css"  # the fallback renderer's stylesheet
 
 
 # ----------------------------------------------------------------------------- the book's pages
@@ -172,15 +172,8 @@ def _output_markdown(out, page: Page, fig_dir: Path, label: str, fig_cap: str, t
     return _fenced(text, ".output")
 
 
-def qmd_markdown(path: Path) -> str:
-    text = re.sub(r"\A---\n.*?\n---\n", "", path.read_text(), flags=re.S)  # front matter
-    return _include(text, path.parent)
-
-
 # ----------------------------------------------------------------------------- the syntax tree
 READER = "markdown+raw_html+tex_math_dollars"
-
-
 PANDOC = (3, 9)  # the first pandoc read here that gives a table the attributes of its caption (": cap {#tbl-x}")
 
 
@@ -300,11 +293,6 @@ def resolve_references(page: Page, labels: dict[str, tuple[str, str]]) -> list[s
     return missing
 
 
-def cited_keys(page: Page) -> set[str]:
-    """The bibliography keys the page cites."""
-    return {c["citationId"] for el in _elements(page.doc["blocks"]) if el["t"] == "Cite" for c in el["c"][0]}
-
-
 # ----------------------------------------------------------------------------- pages
 def _page_html(title: str, body: str, nav: str, pager: str, profile: str, css: str) -> str:
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
@@ -327,8 +315,8 @@ def build_pages(profile: str, site: Path) -> list[Page]:
         if not path.exists():
             raise SystemExit(f"error: {src} does not exist; run `make results PROFILE={profile}` first")
         page = Page(src, str(Path(src).with_suffix(".html")))
-        if path.suffix == ".qmd":
-            page.markdown = qmd_markdown(path)
+        if path.suffix == ".qmd":  # pandoc's reader takes any YAML front matter as metadata
+            page.markdown = _include(path.read_text(), path.parent)
         else:
             page.markdown = notebook_markdown(nbformat.read(path, as_version=4), page, site / "figures", echo_default)
         page.doc = json.loads(_pandoc(page.markdown, "json"))
@@ -379,7 +367,7 @@ def _rebase_links(body: str, page: Page, refs_page: Page | None) -> str:
 
 def render_plain(profile: str, out_root: Path, pdf: bool = True) -> Path:
     """Render the profile's book without Quarto into ``out_root/<profile>``; returns that folder."""
-    if not sorted((ROOT / "results" / profile).glob("[0-9][0-9]_*.ipynb")):
+    if not any((ROOT / "results" / profile).glob("[0-9][0-9]_*.ipynb")):
         raise SystemExit(f"error: no executed chapters in results/{profile}; run `make results PROFILE={profile}` first")
     prerender.main([profile])
     out = out_root / profile
@@ -387,16 +375,15 @@ def render_plain(profile: str, out_root: Path, pdf: bool = True) -> Path:
     for stale in out_root.glob(f".{profile}.*"):  # the half-built site of a render that failed
         shutil.rmtree(stale, ignore_errors=True)
     site = Path(tempfile.mkdtemp(prefix=f".{profile}.", dir=out_root))
-    shutil.copy(CSS, site / "style.css")
+    shutil.copy(ROOT / "tools" / "report.css", site / "style.css")
     pages = build_pages(profile, site)
     copy_page_images(pages, site)
     shutil.copytree(ROOT / "params" / profile, site / "params" / profile)
-    subprocess.run([sys.executable, str(ROOT / "tools" / "widget_assets.py"), profile], check=False)
-    shutil.copytree(ROOT / "widget", site / "widget")
+    shutil.copytree(ROOT / "widget", site / "widget")  # made by the pre-render step
     bib = ROOT / "references.bib"
     refs_page = next((p for p in pages if any(e["t"] == "Div" and e["c"][0][0] == "refs"
                                               for e in _elements(p.doc["blocks"]))), None)
-    cited = set().union(*(cited_keys(p) for p in pages))
+    cited = {c["citationId"] for p in pages for e in _elements(p.doc["blocks"]) if e["t"] == "Cite" for c in e["c"][0]}
     bodies = {p.out: _rebase_links(page_body(p, bib if bib.exists() else None, cited if p is refs_page else None),
                                    p, refs_page) for p in pages}
     for i, p in enumerate(pages):
@@ -459,10 +446,8 @@ def print_page(pages: list[Page], bodies: dict[str, str], profile: str) -> str:
 
 # ----------------------------------------------------------------------------- PDF and Quarto
 def find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
+    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+    return next((exe for exe in map(shutil.which, names) if exe), None)
 
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -485,7 +470,8 @@ def print_pdf(page: Path, pdf: Path) -> None:
 
 
 def render_quarto(profile: str) -> Path:
-    subprocess.run(["quarto", "render", "--profile", profile], cwd=ROOT, check=True)
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])  # Quarto runs `python`
+    subprocess.run(["quarto", "render", "--profile", profile], cwd=ROOT, check=True, env={**os.environ, "PATH": path})
     return ROOT / "_book" / profile
 
 

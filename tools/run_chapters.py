@@ -45,7 +45,7 @@ PROFILES = ("quick", "cpu", "gpu")
 
 
 def chapters() -> list[Path]:
-    return sorted(p for p in (ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
+    return sorted((ROOT / "chapters").glob("[0-9][0-9]_*.ipynb"))
 
 
 def machine() -> str:
@@ -128,10 +128,6 @@ def tidy_notebook(path: Path) -> None:
                         if not (o.output_type == "stream" and o.name == "stderr" and any(m in o.text for m in _PROGRESS))
                         and not (o.output_type == "stream" and not o.text.strip())]
     nbformat.write(nb, path)
-
-
-def _atomic_json(path: Path, data: dict) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def declared_parameters(chapter: Path) -> dict:
@@ -245,7 +241,7 @@ def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, s
         os.replace(tmp, final)
         timings[nb.stem] = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
                             "machine": machine(), "code": code}
-        _atomic_json(timings_path, timings)
+        atomic_write_text(timings_path, json.dumps(timings, indent=2) + "\n")
         print(f"[{profile}] {nb.stem}: done in {seconds / 60:.1f} min", flush=True)
     if todo == chapters() and not extra:  # every chapter ran as the profile says: what none of them used is stale
         try:

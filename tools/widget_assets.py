@@ -31,11 +31,6 @@ ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-thr
 CACHE = ROOT / ".cache" / "npm"
 
 
-def export_model(profile: str) -> list[str]:
-    """The live samplers' models: chapter 03's (``model``) and chapter 10's guided one (``guided``); returns notes."""
-    return (_export(profile, "03_train", "model") + _export(profile, "10_guidance", "guided"))
-
-
 def _export(profile: str, chapter: str, name: str) -> list[str]:
     """``<name>.onnx`` and ``<name>.json`` from results/<profile>/<chapter>/model_ema.pt; returns notes.
 
@@ -133,7 +128,7 @@ def install_runtime() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     profile = args[0] if args else "cpu"
-    notes = export_model(profile) + install_runtime()
+    notes = _export(profile, "03_train", "model") + _export(profile, "10_guidance", "guided") + install_runtime()
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     if not notes:
