@@ -29,10 +29,8 @@ class TensorBatches:
         self.labels = None if labels is None else labels.to(device)
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(seed)
-        self.epoch = 0
-        self.pos = 0
-        self._epoch_state = self.generator.get_state()
-        self._perm = torch.randperm(len(self.images), generator=self.generator)
+        self.epoch = -1
+        self._new_epoch()  # epoch 0
 
     def __len__(self) -> int:
         return len(self.images) // self.batch_size

@@ -43,8 +43,7 @@ def grid_image(x: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Tensor
 def save_grid(path: str | Path, x: torch.Tensor, nrow: int = 8) -> Path:
     """Write a PNG grid of ``x`` (model range) atomically."""
     g = (grid_image(x, nrow) * 255).round().byte().permute(1, 2, 0).numpy()
-    img = Image.fromarray(g[..., 0] if g.shape[2] == 1 else g)
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    Image.fromarray(g).save(buf, format="PNG")  # make_grid always returns 3 channels for 1-channel input
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)

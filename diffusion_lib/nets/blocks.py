@@ -54,7 +54,6 @@ class ConcatResBlock(TimeBlock):
     def __init__(self, in_ch: int, out_ch: int, temb_dim: int, groups: int, dropout: float) -> None:
         super().__init__()
         self.norm1 = nn.GroupNorm(group_count(in_ch, groups), in_ch)
-        # the time embedding enters here, concatenated to the features
         self.conv1 = nn.Conv2d(in_ch + temb_dim, out_ch, 3, padding=1)
         self.norm2 = nn.GroupNorm(group_count(out_ch, groups), out_ch)
         self.dropout = nn.Dropout(dropout)
