@@ -84,9 +84,8 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     return args
 
 
-def _network(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, NoiseSchedule,
-                                                                      SamplerSpec]:
-    """The model file's network, what samples (guided for ``--label``), its schedule and the sampler asked for."""
+def _network(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, NoiseSchedule, SamplerSpec]:
+    """What samples (the model file's network, guided for ``--label``), its schedule and the sampler asked for."""
     try:
         model, meta = load_model(args.model, device)
     except DiffusionError as exc:
@@ -100,14 +99,14 @@ def _network(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.M
     except ValueError as exc:
         raise DiffusionError(f"{args.sampler}: {exc}") from exc
     if args.label is None and args.guidance is None:
-        return model, model, schedule, spec
+        return model, schedule, spec
     if not isinstance(model, ConditionalModel):
         raise DiffusionError(f"{args.model} was trained without labels: --label and --guidance apply only "
                              "to a conditional model (model.arch: conditional in its training configuration)")
     if args.label is None:
         raise DiffusionError("--guidance needs --label, the class to draw")
     try:
-        return model, Guided(model, args.label, 1.0 if args.guidance is None else args.guidance), schedule, spec
+        return Guided(model, args.label, 1.0 if args.guidance is None else args.guidance), schedule, spec
     except ValueError as exc:
         raise DiffusionError(f"{args.model}: {exc}") from exc
 
@@ -134,7 +133,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             device = resolve_device(args.device)
         except (ValueError, RuntimeError) as exc:  # no CUDA here, or a name torch does not know
             raise DiffusionError(f"--device {args.device}: {exc}") from exc
-        model, net, schedule, spec = _network(args, device)
+        net, schedule, spec = _network(args, device)
     except DiffusionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -154,7 +153,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: could not write {exc.filename or ''} ({exc.strerror or exc}); "
               f"written: {', '.join(written) or 'nothing'}", file=sys.stderr)
         return 2
-    asked = f" of class {args.label} (guidance w = {net.w:g})" if net is not model else ""
+    asked = f" of class {args.label} (guidance w = {net.w:g})" if isinstance(net, Guided) else ""
     print(f"{args.n} images{asked}, {spec.name}, backend {fast.name} on {device.type}: {seconds * 1000:.0f} ms per image; "
           f"wrote {', '.join(written)}")
     return 0

@@ -86,12 +86,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except TrainingInterrupted as exc:
         print(f"\n{exc}".replace("--config <the same file>", _same(argv)), file=sys.stderr)
         return exc.exit_code
-    except DiffusionError as exc:
+    except (DiffusionError, ValueError) as exc:  # ValueError: e.g. a CUDA device asked for on a machine without one
         print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except ValueError as exc:  # e.g. a CUDA device asked for on a machine without one
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     except torch.cuda.OutOfMemoryError:
         print("error: the device ran out of memory; lower batch_size (or the model's width) in the configuration",
               file=sys.stderr)
