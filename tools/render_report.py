@@ -48,10 +48,9 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
+import prerender  # beside this file: tools/ is on sys.path whether it runs as a script or is imported
 
-import prerender  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 BOOK_TITLE = "Diffusion models from scratch"
 
@@ -72,19 +71,13 @@ class Page:
         return Path(self.src).stem
 
 
-def _merge(base: dict, over: dict) -> dict:
-    """Quarto's profile merge: mappings merge key by key, anything else is replaced."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def book_config(profile: str) -> tuple[list[str], dict]:
-    """The chapter list of the profile's book and the options of ``_quarto.yml`` merged with ``_quarto-<profile>.yml``."""
+def book_config(profile: str) -> tuple[list[str], bool]:
+    """The chapter list of the profile's book, and whether a cell shows its code by default (``execute: echo``, with
+    ``_quarto-<profile>.yml``'s options over ``_quarto.yml``'s, as Quarto merges them)."""
     base = yaml.safe_load((ROOT / "_quarto.yml").read_text())
     prof = yaml.safe_load((ROOT / f"_quarto-{profile}.yml").read_text())
-    return prof["book"]["chapters"], _merge(base, prof)
+    execute = {**base.get("execute", {}), **prof.get("execute", {})}
+    return prof["book"]["chapters"], bool(execute.get("echo", True))
 
 
 # ----------------------------------------------------------------------------- notebooks and qmd to markdown
@@ -278,9 +271,9 @@ def resolve_references(page: Page, labels: dict[str, tuple[str, str]]) -> list[s
         if c["citationMode"]["t"] == "SuppressAuthor":
             text = text.split(" ", 1)[-1]
         href = posixpath.relpath(target, here) if target != page.out else ""
-        spaced = lambda xs: xs + [{"t": "Space"}] if xs else xs  # noqa: E731
-        return spaced(c["citationPrefix"]) + [{"t": "Link", "c": [["", [], []], [_str(text)], [f"{href}#{label}", ""]]}] \
-            + c["citationSuffix"]
+        prefix = c["citationPrefix"] + [{"t": "Space"}] if c["citationPrefix"] else []
+        hyperlink = {"t": "Link", "c": [["", [], []], [_str(text)], [f"{href}#{label}", ""]]}
+        return prefix + [hyperlink] + c["citationSuffix"]
 
     for el in _elements(page.doc["blocks"]):
         if el["t"] != "Cite" or not any(c["citationId"].startswith(REF_KINDS) for c in el["c"][0]):
@@ -306,8 +299,7 @@ def build_pages(profile: str, site: Path) -> list[Page]:
     """Every page of the profile's book, read by pandoc, numbered, with its references resolved."""
     import nbformat
 
-    entries, base = book_config(profile)
-    echo_default = bool(base.get("execute", {}).get("echo", True))
+    entries, echo_default = book_config(profile)
     (site / "figures").mkdir(parents=True, exist_ok=True)
     pages, number = [], 0
     for src in entries:
@@ -348,13 +340,22 @@ def page_body(page: Page, bib: Path | None, nocite: set[str] | None = None) -> s
     return _pandoc(json.dumps(page.doc), "html5", "json", args)
 
 
-def _nav(pages: list[Page], current: Page, profile: str) -> str:
-    here = posixpath.dirname(current.out) or "."
-    links = "".join(f"<a href='{posixpath.relpath(p.out, here)}'{' class=current' if p is current else ''}>"
-                    f"{html.escape(p.title)}</a>" for p in pages)
+def site_page(pages: list[Page], i: int, body: str, profile: str) -> str:
+    """Page ``i`` of the website: the sidebar (every page, and the PDF), its body, and links to the pages around it."""
+    p = pages[i]
+    here = posixpath.dirname(p.out) or "."
+    links = "".join(f"<a href='{posixpath.relpath(q.out, here)}'{' class=current' if q is p else ''}>"
+                    f"{html.escape(q.title)}</a>" for q in pages)
     pdf = posixpath.relpath("report.pdf", here)
-    return (f"<nav class='sidebar'><b>{BOOK_TITLE}</b><br><small>profile {profile}</small>{links}"
-            f"<a href='{pdf}'>PDF</a></nav>")
+    nav = (f"<nav class='sidebar'><b>{BOOK_TITLE}</b><br><small>profile {profile}</small>{links}"
+           f"<a href='{pdf}'>PDF</a></nav>")
+    prev_link = (f"<a href='{posixpath.relpath(pages[i - 1].out, here)}'>&larr; {html.escape(pages[i - 1].title)}</a>"
+                 if i else "<span></span>")
+    next_link = (f"<a href='{posixpath.relpath(pages[i + 1].out, here)}'>{html.escape(pages[i + 1].title)} &rarr;</a>"
+                 if i + 1 < len(pages) else "<span></span>")
+    title = f"<h1 class='book-title'>{BOOK_TITLE}</h1>" if p.src == "index.qmd" else ""
+    return _page_html(p.title, f"<div class='chapter' data-chapter='{p.stem}'>{title}{body}</div>", nav,
+                      f"<div class='pager'>{prev_link}{next_link}</div>", profile, posixpath.relpath("style.css", here))
 
 
 def _rebase_links(body: str, page: Page, refs_page: Page | None) -> str:
@@ -380,24 +381,14 @@ def render_plain(profile: str, out_root: Path, pdf: bool = True) -> Path:
     copy_page_images(pages, site)
     shutil.copytree(ROOT / "params" / profile, site / "params" / profile)
     shutil.copytree(ROOT / "widget", site / "widget")  # made by the pre-render step
-    bib = ROOT / "references.bib"
     refs_page = next((p for p in pages if any(e["t"] == "Div" and e["c"][0][0] == "refs"
                                               for e in _elements(p.doc["blocks"]))), None)
     cited = {c["citationId"] for p in pages for e in _elements(p.doc["blocks"]) if e["t"] == "Cite" for c in e["c"][0]}
-    bodies = {p.out: _rebase_links(page_body(p, bib if bib.exists() else None, cited if p is refs_page else None),
+    bodies = {p.out: _rebase_links(page_body(p, ROOT / "references.bib", cited if p is refs_page else None),
                                    p, refs_page) for p in pages}
     for i, p in enumerate(pages):
-        here = posixpath.dirname(p.out) or "."
-        prev_link = (f"<a href='{posixpath.relpath(pages[i - 1].out, here)}'>&larr; {html.escape(pages[i - 1].title)}</a>"
-                     if i else "<span></span>")
-        next_link = (f"<a href='{posixpath.relpath(pages[i + 1].out, here)}'>{html.escape(pages[i + 1].title)} &rarr;</a>"
-                     if i + 1 < len(pages) else "<span></span>")
-        body = (f"<h1 class='book-title'>{BOOK_TITLE}</h1>" if p.src == "index.qmd" else "") + bodies[p.out]
-        dest = site / p.out
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(_page_html(p.title, f"<div class='chapter' data-chapter='{p.stem}'>{body}</div>",
-                                   _nav(pages, p, profile), f"<div class='pager'>{prev_link}{next_link}</div>",
-                                   profile, posixpath.relpath("style.css", here)))
+        (site / p.out).parent.mkdir(parents=True, exist_ok=True)
+        (site / p.out).write_text(site_page(pages, i, bodies[p.out], profile))
     (site / "print.html").write_text(print_page(pages, bodies, profile))
     if pdf:
         print_pdf(site / "print.html", site / "report.pdf")

@@ -68,11 +68,8 @@ def kernel_manager_logging_to(log: Path) -> type:
 
     class LoggedKernelManager(AsyncKernelManager):
         async def start_kernel(self, **kw):
-            fh = open(log, "ab")  # the kernel process inherits it; closed here once it is launched
-            try:
+            with open(log, "ab") as fh:  # the kernel process inherits it; closed here once it is launched
                 return await super().start_kernel(**{"stdout": fh, "stderr": fh, **kw})
-            finally:
-                fh.close()
 
     return LoggedKernelManager
 
@@ -269,10 +266,8 @@ def main(argv: list[str] | None = None) -> int:
 
     extra = {k: yaml.safe_load(v) for k, v in args.param}
 
-    def stop(signum, frame):  # SIGTERM ends a run like Ctrl-C: the partial notebook is kept in failed/
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    # SIGTERM ends a run like Ctrl-C (KeyboardInterrupt): the partial notebook is kept in failed/
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     quiet_dead_kernel_tasks()
     return run(args.profile, args.only, Path(args.results_root).resolve(), extra, args.stale_only, args.max_minutes)
 

@@ -24,8 +24,16 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "widget"
+sys.path.insert(0, str(ROOT))
+from diffusion_lib.diffusion.schedules import NoiseSchedule  # noqa: E402
+from diffusion_lib.nets.fast import use_fast_concat  # noqa: E402
+from diffusion_lib.nets.onnx import export_onnx  # noqa: E402
+from diffusion_lib.nets.registry import load_model  # noqa: E402
+
+OUT = ROOT / "widget"  # holds the committed sampler.js
 ORT_VERSION = "1.30.0"  # onnxruntime-web, pinned
 ORT_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 CACHE = ROOT / ".cache" / "npm"
@@ -36,23 +44,13 @@ def _export(profile: str, chapter: str, name: str) -> list[str]:
 
     The files of an earlier render are removed first, so a report never ships
     another profile's model; the pair is written to a temporary folder and moved
-    into place together. A conditional model is exported guided: its graph takes
-    the label ``y`` and the scale ``w`` besides ``x`` and ``t``.
+    into place together. A conditional model is exported guided (:func:`_export_guided`).
     """
     for suffix in (".onnx", ".json"):
         (OUT / f"{name}{suffix}").unlink(missing_ok=True)
-    sys.path.insert(0, str(ROOT))
     src = ROOT / "results" / profile / chapter / "model_ema.pt"
     if not src.exists():
         return [f"no trained model at {src.relative_to(ROOT)}; the live sampler {name!r} is left out"]
-    try:
-        from diffusion_lib.diffusion.schedules import NoiseSchedule
-        from diffusion_lib.nets.fast import use_fast_concat
-        from diffusion_lib.nets.onnx import export_onnx
-        from diffusion_lib.nets.registry import load_model
-    except ImportError as exc:
-        return [f"the library cannot be imported here ({exc}); the live sampler is left out"]
-    OUT.mkdir(exist_ok=True)
     try:
         model, meta = load_model(src)
         use_fast_concat(model)  # the same function with less work, as the Python sampling backends run it
@@ -84,7 +82,6 @@ def _export_guided(model, path: Path) -> None:
     """A conditional model as one ONNX graph ``(x, t, y, w) -> eps``: :class:`diffusion_lib.diffusion.guidance.Guided`
     with the label and the scale as inputs (both predictions from one doubled batch), so the browser calls it once
     per step. The batch is fixed at the widget's 16 images."""
-    import torch
 
     class GuidedGraph(torch.nn.Module):
         def __init__(self, net):
