@@ -18,7 +18,7 @@ from pathlib import Path
 __all__ = ["code_share"]
 
 
-class _Counter(HTMLParser):
+class _CharCounter(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.in_main = 0
@@ -52,7 +52,7 @@ def code_share(site: Path) -> dict[str, float]:
     total = Counter(code=0, output=0, other=0)
     for page in Path(site).rglob("*.html"):
         if page.name != "print.html":
-            c = _Counter()
+            c = _CharCounter()
             c.feed(page.read_text())
             total.update(c.chars)
     all_chars = total.total()

@@ -1,6 +1,6 @@
 """Write the front page's headline results for one profile into ``_headline.md``.
 
-    python tools/headline.py [PROFILE]        (default: $QUARTO_PROFILE, else cpu)
+    .venv/bin/python tools/headline.py [PROFILE]        (default: $QUARTO_PROFILE, else cpu)
 
 ``tools/prerender.py`` runs it before the book is rendered. It reads only what
 the chapters wrote to ``results/<profile>/`` and never types a number itself: a

@@ -1,6 +1,6 @@
 """Everything the book includes that is generated, written before it is rendered (Quarto's pre-render step).
 
-    python tools/prerender.py [PROFILE]        (default: $QUARTO_PROFILE, else cpu)
+    .venv/bin/python tools/prerender.py [PROFILE]        (default: $QUARTO_PROFILE, else cpu)
 
 - ``_status.md``: the front page's first lines: that a ``quick`` book is a smoke run,
   and which chapters were executed with code or parameters that have changed since

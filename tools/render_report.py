@@ -48,7 +48,7 @@ from pathlib import Path
 
 import yaml
 
-import prerender  # beside this file: tools/ is on sys.path whether it runs as a script or is imported
+import prerender  # beside this file: on sys.path when this runs as a script, and under pytest (its pythonpath)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -461,7 +461,8 @@ def print_pdf(page: Path, pdf: Path) -> None:
 
 
 def render_quarto(profile: str) -> Path:
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])  # Quarto runs `python`
+    # Quarto runs a pre-render script with the python3 it finds on PATH: this one, which has the library
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
     subprocess.run(["quarto", "render", "--profile", profile], cwd=ROOT, check=True, env={**os.environ, "PATH": path})
     return ROOT / "_book" / profile
 

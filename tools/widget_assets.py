@@ -9,8 +9,9 @@ Writes into ``widget/`` (beside the committed ``widget/sampler.js``):
 - ``guided.onnx``, ``guided.json``: the same for chapter 10's conditional model, guided (label and scale as inputs);
 - ``ort/``: onnxruntime-web's WebAssembly build, installed from npm at a pinned version.
 
-Anything that cannot be made (no trained model, no npm, no onnx packages) is
-reported and left out; the widget then says what is missing.
+It runs in the project's Python (the pre-render step runs it). Anything that
+cannot be made (no trained model, no npm, no onnx packages) is reported and
+left out; the widget then says what is missing.
 """
 
 from __future__ import annotations
@@ -82,7 +83,6 @@ def _export_guided(model, path: Path) -> None:
     """A conditional model as one ONNX graph ``(x, t, y, w) -> eps``: :class:`diffusion_lib.diffusion.guidance.Guided`
     with the label and the scale as inputs (both predictions from one doubled batch), so the browser calls it once
     per step. The batch is fixed at the widget's 16 images."""
-
     class GuidedGraph(torch.nn.Module):
         def __init__(self, net):
             super().__init__()
