@@ -54,7 +54,9 @@ class ConvClassifier(nn.Module):
         for w in widths:  # two 3x3 convolutions with BatchNorm and ReLU, then 2x2 max-pooling
             layers.append(nn.Sequential(
                 nn.Conv2d(c, w, 3, padding=1, bias=bias), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-                nn.Conv2d(w, w, 3, padding=1, bias=bias), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2)))
+                nn.Conv2d(w, w, 3, padding=1, bias=bias), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ))
             c, size = w, size // 2
         if global_pool:
             layers.append(nn.AdaptiveAvgPool2d(1))

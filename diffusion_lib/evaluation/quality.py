@@ -113,7 +113,9 @@ def kid_unbiased(fs: torch.Tensor, fr: torch.Tensor) -> float:
 
 def _radii(d_self: torch.Tensor, k: int) -> torch.Tensor:
     """Distance from each point to its k-th nearest *other* point, from the pairwise distances of one set."""
-    return d_self.clone().fill_diagonal_(float("inf")).kthvalue(k, dim=1).values
+    d = d_self.clone()
+    d.fill_diagonal_(float("inf"))
+    return d.kthvalue(k, dim=1).values
 
 
 def _covered(d_query_to_set: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
@@ -199,7 +201,8 @@ class QualityMeter:
     def __init__(self, classifier: ConvClassifier, reference: torch.Tensor, *, n_boot: int = 200,
                  level: float = 0.95, seed: int = 0) -> None:
         self.classifier, self.n_boot, self.level, self.seed = classifier, n_boot, level, seed
-        self.reference_features = fr = features(classifier, reference)
+        self.reference_features = features(classifier, reference)
+        fr = self.reference_features
         self._k_rr, self._d_rr = _poly_kernel(fr, fr), torch.cdist(fr, fr)
 
     def measure(self, samples: torch.Tensor) -> QualityReport:

@@ -124,4 +124,6 @@ def load_train_config(path: str | Path, overrides: Optional[dict[str, Any]] = No
                           "see params/cpu/03_train.yaml for a complete one")
     if not isinstance(section, dict):
         raise ConfigError(f"{path}: the train: section must be a mapping of keys to values")
-    return from_dict(TrainConfig, {**section, **(overrides or {})}, source=f"training configuration in {path}")
+    if overrides:
+        section = {**section, **overrides}
+    return from_dict(TrainConfig, section, source=f"training configuration in {path}")

@@ -158,8 +158,13 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def update(self, loss: torch.Tensor) -> float:
-        """Back-propagate ``loss`` and take one optimizer step; returns the loss as a float. Raises
-        :class:`NonFiniteLossError` without committing anything non-finite (see the module docstring)."""
+        """Back-propagate ``loss`` and take one optimizer step; returns the loss as a float.
+
+        Raises :class:`NonFiniteLossError`, leaving the weights, the EMA and the
+        step count as they were (or, for weights that overflow in the update
+        itself, at least the EMA and the step count), so nothing non-finite is
+        ever saved.
+        """
         value = loss.item()
         if not self._agree(math.isfinite(value)):
             raise NonFiniteLossError(f"the training loss became {value} at step {self.step + 1}; the weights were "
