@@ -27,7 +27,8 @@ CHAPTER_TITLES = {
 }
 
 
-def _csv(path: Path) -> list[dict[str, str]]:
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """A results table's rows (column -> text); none when the chapter has not written it."""
     if not path.exists():
         return []
     with open(path, newline="") as fh:
@@ -71,10 +72,10 @@ def training_minutes(res: Path) -> dict[str, str]:
 
     out["03_train"] = from_summaries([res / "03_train" / "summary.json"])
     out["04_schedules"] = from_summaries(sorted((res / "04_schedules").glob("*/seed*/summary.json")))
-    recipe = _csv(res / "05_recipe" / "runs.csv")
+    recipe = read_csv(res / "05_recipe" / "runs.csv")
     if recipe:
         out["05_recipe"] = f"{sum(float(r['minutes']) for r in recipe):.1f} ({len(recipe)} runs)"
-    cost = {r[""]: r for r in _csv(res / "07_gan" / "cost.csv")}
+    cost = {r[""]: r for r in read_csv(res / "07_gan" / "cost.csv")}
     if cost:
         out["07_gan"] = " + ".join(f"{float(cost[k]['training (min)']):.1f} ({k})"
                                    for k in ("DCGAN", "diffusion, same minutes") if k in cost)
@@ -94,7 +95,7 @@ def result_rows(res: Path) -> list[tuple[str, str]]:
     if nll:
         rows.append(("Likelihood bound, chapter 03 model", f"{nll['bits_per_dim']:.3f} bits/dim "
                      f"[{nll['lo']:.3f}, {nll['hi']:.3f}] on {nll['n']:,} test digits"))
-    for r in _csv(res / "09_ddim" / "grid.csv"):
+    for r in read_csv(res / "09_ddim" / "grid.csv"):
         if r["sampler"] in ("DDPM-1000", "DDIM-50 (eta=0)", "DDIM-10 (eta=0)", "DPM-Solver++(2M)-10",
                             "DPM-Solver++(2M)-20"):
             speed = (f", {float(r['speed-up vs DDPM']):.1f}x faster than DDPM"
@@ -106,7 +107,7 @@ def result_rows(res: Path) -> list[tuple[str, str]]:
     floor = _json(res / "09_ddim" / "floor.json")
     if floor:
         rows.append(("FID-MNIST, real vs real (floor)", f"{_ci(floor)} (N = {floor['N']})"))
-    confirm = _csv(res / "09_ddim" / "confirm.csv")  # the larger-N check: fresh noise, held-out real digits
+    confirm = read_csv(res / "09_ddim" / "confirm.csv")  # the larger-N check: fresh noise, held-out real digits
     big_n = max((int(r["N"]) for r in confirm), default=0)
     for r in confirm:
         if int(r["N"]) != big_n:
@@ -120,7 +121,7 @@ def result_rows(res: Path) -> list[tuple[str, str]]:
         rows.append((f"FID-MNIST at N = {big_n}, {what}", f"{_ci(r)}{extra}"))
     schedule_runs = [_json(p) for p in sorted((res / "04_schedules").glob("*/seed*/summary.json"))]
     sampler = parameters(res, "04_schedules").get("eval_sampler", {})
-    for r in _csv(res / "04_schedules" / "summary.csv"):
+    for r in read_csv(res / "04_schedules" / "summary.csv"):
         if r["sampler"] == "at matched log-SNR":
             runs = [s for s in schedule_runs if s.get("config", {}).get("schedule") == r["schedule"]]
             steps = " or ".join(f"{n:,}" for n in sorted({s["steps"] for s in runs}))
@@ -128,7 +129,7 @@ def result_rows(res: Path) -> list[tuple[str, str]]:
             rows.append((f"FID-MNIST, {r['schedule']} schedule (chapter 04)",
                          f"{_ci(r)} ({trained}{sampler.get('method', '?').upper()}-{sampler.get('steps', '?')} "
                          "at matched log-SNR)"))
-    rank = _csv(res / "05_recipe" / "ranking.csv")
+    rank = read_csv(res / "05_recipe" / "ranking.csv")
     if rank:  # the ranking is by mean FID; only an arm whose interval excludes the base's counts as better
         base_fid = _f(next(r["FID"] for r in rank if r[""] == "base"))
         better = [r for r in rank if r.get("verdict") == "better"]
@@ -144,7 +145,7 @@ def result_rows(res: Path) -> list[tuple[str, str]]:
                     f"{_f(lowest['FID'])}, difference {float(lowest['FID - base']):+.3g} "
                     f"[{float(lowest['FID - base lo']):.3g}, {float(lowest['FID - base hi']):.3g}]")
         rows.append(("Recipe study at a few minutes (chapter 05)", text))
-    gan = {r[""]: r for r in _csv(res / "07_gan" / "comparison.csv")}
+    gan = {r[""]: r for r in read_csv(res / "07_gan" / "comparison.csv")}
     if "DCGAN (final)" in gan:
         rows.append(("FID-MNIST, DCGAN (chapter 07)", _ci(gan["DCGAN (final)"])))
     if "diffusion, same minutes" in gan:

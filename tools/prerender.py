@@ -121,7 +121,7 @@ def limitations(profile: str) -> str:
                          f"({', '.join(map(str, seeds))}) and the recipe study each arm with two; their intervals "
                          "come from the spread between seeds, which is the variation a reader rerunning the study "
                          "would see. The other chapters rest on one training run per model.")
-    recipe = headline._csv(res / "05_recipe" / "runs.csv")
+    recipe = headline.read_csv(res / "05_recipe" / "runs.csv")
     if recipe:
         mean_min = sum(float(r["minutes"]) for r in recipe) / len(recipe)
         lines.append(f"- **Short runs.** The recipe study ranks choices after {mean_min:.1f} minutes of training per "

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from diffusion_lib.core.files import replace_marked_section  # noqa: E402
 from diffusion_lib.evaluation.comparison import Difference, verdict  # noqa: E402
-from headline import _csv, profile_arg  # noqa: E402
+from headline import profile_arg, read_csv  # noqa: E402
 
 PLAIN = {  # what each arm of params/<profile>/05_recipe.yaml changes, in a reader's words
     "wider": "a 1.5 times wider network (fewer steps in the same minutes)",
@@ -54,7 +54,7 @@ def sampling_line(profile: str, results: Path) -> list[str]:
 
 
 def section(profile: str, results: Path = ROOT / "results") -> str:
-    rank, runs = (_csv(results / profile / "05_recipe" / f) for f in ("ranking.csv", "runs.csv"))
+    rank, runs = (read_csv(results / profile / "05_recipe" / f) for f in ("ranking.csv", "runs.csv"))
     minutes = sum(float(r["minutes"]) for r in runs) / len(runs)
     base = next(r for r in rank if r[""] == "base")
     lines = [f"Measured by chapter 05 (`results/{profile}/05_recipe/`): every arm trains for the same "

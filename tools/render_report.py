@@ -304,8 +304,6 @@ def build_pages(profile: str, site: Path) -> list[Page]:
     pages, number = [], 0
     for src in entries:
         path = ROOT / src
-        if not path.exists():
-            raise SystemExit(f"error: {src} does not exist; run `make results PROFILE={profile}` first")
         page = Page(src, str(Path(src).with_suffix(".html")))
         if path.suffix == ".qmd":  # pandoc's reader takes any YAML front matter as metadata
             page.markdown = _include(path.read_text(), path.parent)
@@ -368,8 +366,9 @@ def _rebase_links(body: str, page: Page, refs_page: Page | None) -> str:
 
 def render_plain(profile: str, out_root: Path, pdf: bool = True) -> Path:
     """Render the profile's book without Quarto into ``out_root/<profile>``; returns that folder."""
-    if not any((ROOT / "results" / profile).glob("[0-9][0-9]_*.ipynb")):
-        raise SystemExit(f"error: no executed chapters in results/{profile}; run `make results PROFILE={profile}` first")
+    missing = [src for src in book_config(profile)[0] if not (ROOT / src).exists()]
+    if missing:  # checked before anything is written
+        raise SystemExit(f"error: {', '.join(missing)} not found; run `make results PROFILE={profile}` first")
     prerender.main([profile])
     out = out_root / profile
     out_root.mkdir(parents=True, exist_ok=True)
