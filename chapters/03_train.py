@@ -57,15 +57,15 @@
 profile = "quick"
 results_dir = "results/quick"
 retrain = False
-n_samples = 64
-n_trajectory = 6
-trajectory_t = [999, 700, 500, 350, 250, 150, 100, 50, 20, 0]
+n_samples: "count" = 64
+n_trajectory: "count" = 6
+trajectory_t: "timesteps" = [999, 700, 500, 350, 250, 150, 100, 50, 20, 0]
 sample_seed = 1234
-sampling_backend = "eager"
+sampling_backend: "backend" = "eager"
 data_root = "data"
-nll_images = 64
-nll_k = 8
-train = {
+nll_images: "count" = 64
+nll_k: "count" = 8
+train: "train" = {
     "steps": 400,
     "batch_size": 32,
     "train_subset": 4096,

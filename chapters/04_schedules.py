@@ -46,9 +46,9 @@
 profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
-schedules = ["linear", "cosine", "quadratic"]
-seeds = [0, 1]
-train = {
+schedules: "schedules" = ["linear", "cosine", "quadratic"]
+seeds: "seeds" = [0, 1]
+train: "train" = {
     "steps": 200,
     "batch_size": 32,
     "train_subset": 4096,
@@ -60,16 +60,16 @@ train = {
     "sample_n": 4,
     "checkpoint_every": 100,
 }
-n_eval = 64
-eval_sampler = {"method": "ddim", "steps": 20, "eta": 0.0}
-n_ddpm = 16
-nll_images = 64
-nll_k = 8
-loss_t = [0, 5, 10, 25, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999]
-loss_images = 128
-loss_repeats = 2
+n_eval: "count" = 64
+eval_sampler: "sampler" = {"method": "ddim", "steps": 20, "eta": 0.0}
+n_ddpm: "count" = 16
+nll_images: "count" = 64
+nll_k: "count" = 8
+loss_t: "timesteps" = [0, 5, 10, 25, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999]
+loss_images: "count" = 128
+loss_repeats: "count" = 2
 seed = 0
-sampling_backend = "eager"
+sampling_backend: "backend" = "eager"
 
 # %%
 #| include: false

@@ -56,9 +56,9 @@
 profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
-budget_minutes = 0.05
-seeds = [0, 1]
-base = {
+budget_minutes: "count" = 0.05
+seeds: "seeds" = [0, 1]
+base: "recipe" = {
     "steps": 30,
     "batch_size": 32,
     "train_subset": 2048,
@@ -72,9 +72,9 @@ base = {
 }
 arms = {"cosine_lr": {"lr_decay": "cosine"}, "ema_warmup": {"ema_warmup": True}}
 combined = []
-n_eval = 64
-eval_sampler = {"method": "ddim", "steps": 10, "eta": 0.0}
-sampling_backend = "eager"
+n_eval: "count" = 64
+eval_sampler: "sampler" = {"method": "ddim", "steps": 10, "eta": 0.0}
+sampling_backend: "backend" = "eager"
 seed = 0
 
 # %%

@@ -40,8 +40,8 @@ profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
 retrain = False
-gan = {"steps": 300, "batch_size": 64, "z_dim": 64, "width": 32, "snapshot_every": 100, "snapshot_n": 64}
-diffusion_train = {
+gan: "gan" = {"steps": 300, "batch_size": 64, "z_dim": 64, "width": 32, "snapshot_every": 100, "snapshot_n": 64}
+diffusion_train: "train" = {
     "steps": 60,
     "batch_size": 32,
     "train_subset": 4096,
@@ -54,12 +54,12 @@ diffusion_train = {
     "checkpoint_every": 0,
     "snapshot_every": 20,
 }
-n_eval = 64
-diffusion_sampler = {"method": "ddim", "steps": 20, "eta": 0.0}
-timing_batch = 16
-n_shown = 8
+n_eval: "count" = 64
+diffusion_sampler: "sampler" = {"method": "ddim", "steps": 20, "eta": 0.0}
+timing_batch: "count" = 16
+n_shown: "count" = 8
 seed = 0
-sampling_backend = "eager"
+sampling_backend: "backend" = "eager"
 
 # %%
 #| include: false
@@ -229,7 +229,7 @@ samples = {"DCGAN": gan_x, "diffusion, same minutes": same_m.samples, "diffusion
 # sampling time per image: every sampler at the same batch size on the same device, warmed up
 with torch.no_grad():
     zt = torch.randn(timing_batch, cfg.z_dim, device=ch.device)
-    gan_sec = median_seconds(lambda: G(zt), ch.device, repeats=20, warmup=1) / timing_batch
+    gan_sec = median_seconds(lambda: G(zt)) / timing_batch
 model, schedule, _ = load_trained(ch.run_dir("03_train"), ch.device)
 fast = FastModel(model, sampling_backend)
 _, diff_sec = generate(fast, schedule, spec, timing_batch, seed=seed, batch_size=timing_batch)

@@ -50,7 +50,7 @@ profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
 retrain = False
-train = {
+train: "train" = {
     "dataset": "cifar10",
     "image_size": 32,
     "channels": 3,
@@ -67,12 +67,12 @@ train = {
     "sample_n": 16,
     "checkpoint_every": 60,
 }
-n_eval = 64
-eval_sampler = {"method": "ddim", "steps": 20, "eta": 0.0}
-sampling_backend = "eager"
-ddim_show = [10, 20, 50]
-n_per_class = 6
-n_neighbours = 6
+n_eval: "count" = 64
+eval_sampler: "sampler" = {"method": "ddim", "steps": 20, "eta": 0.0}
+sampling_backend: "backend" = "eager"
+ddim_show: "steps" = [10, 20, 50]
+n_per_class: "count" = 6
+n_neighbours: "count" = 6
 inception_weights = ""
 seed = 0
 

@@ -54,24 +54,24 @@
 profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
-n_eval = 64
-batch_size = 64
-ddim_steps = [5, 10, 20]
-etas = [0.0, 0.5, 1.0]
-dpm_steps = [10, 20]
+n_eval: "count" = 64
+batch_size: "count" = 64
+ddim_steps: "steps" = [5, 10, 20]
+etas: "etas" = [0.0, 0.5, 1.0]
+dpm_steps: "steps" = [10, 20]
 include_ddpm = True
-spacing = "uniform"
-n_grid = 8
-n_invert = 6
-invert_steps = [10, 50]
-interp_frames = 9
-interp_steps = 50
+spacing: "spacings" = "uniform"
+n_grid: "count" = 8
+n_invert: "count" = 6
+invert_steps: "steps" = [10, 50]
+interp_frames: "count" = 9
+interp_steps: "steps" = 50
 seed = 0
-n_confirm = 128  # the larger-N check: fresh noise, held-out real digits
+n_confirm: "count" = 128  # the larger-N check: fresh noise, held-out real digits
 confirm_seed = 1
 confirm_ddpm = True  # DDPM too in the larger-N check (T network evaluations per image)
-confirm_spacings = ["trailing", "quadratic", "logsnr"]  # where the steps go, at the larger N
-sampling_backend = "eager"
+confirm_spacings: "spacings" = ["trailing", "quadratic", "logsnr"]  # where the steps go, at the larger N
+sampling_backend: "backend" = "eager"
 
 # %%
 import json

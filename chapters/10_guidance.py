@@ -52,7 +52,7 @@ profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
 retrain = False
-train = {
+train: "train" = {
     "steps": 400,
     "batch_size": 32,
     "train_subset": 4096,
@@ -65,12 +65,12 @@ train = {
     "sample_n": 16,
     "checkpoint_every": 100,
 }
-guidance_scales = [0.0, 1.0, 3.0]
-guided_sampler = {"method": "ddim", "steps": 10, "eta": 0.0}
-sampling_backend = "eager"
-n_per_class = 10
-n_boot = 50
-n_grid = 4
+guidance_scales: "scales" = [0.0, 1.0, 3.0]
+guided_sampler: "sampler" = {"method": "ddim", "steps": 10, "eta": 0.0}
+sampling_backend: "backend" = "eager"
+n_per_class: "count" = 10
+n_boot: "count" = 50
+n_grid: "count" = 4
 seed = 0
 
 # %%
@@ -142,10 +142,10 @@ x_probe, t_probe = torch.randn(min(100, n_eval), 1, 28, 28).to(ch.device), torch
 cost = {}
 for batched in (True, False):
     net = FastModel(Guided(model, 3, 2.0, batched=batched), sampling_backend, log=lambda m: None)
-    cost[batched] = median_seconds(lambda: net(x_probe, t_probe.expand(len(x_probe)).to(ch.device)), ch.device, 5)
+    cost[batched] = median_seconds(lambda: net(x_probe, t_probe.expand(len(x_probe)).to(ch.device)), 3.0)
 batched = cost[True] <= cost[False]
 display(Markdown(
-    f"One guided network evaluation of a batch of {len(x_probe)} ({sampling_backend}, median of 5): "
+    f"One guided network evaluation of a batch of {len(x_probe)} ({sampling_backend}, the median over 3 s of calls): "
     f"**{cost[True] * 1000:.0f} ms** as one call on the doubled batch, {cost[False] * 1000:.0f} ms as two calls "
     f"({cost[False] / cost[True]:.2f} times as long). The sampling below uses "
     f"{'the doubled batch' if batched else 'two calls'}."
