@@ -141,7 +141,7 @@ def quality(model_path: str, n: int, device: torch.device, data_root: str = "dat
         t0 = time.perf_counter()
         x, sec = generate(fast, schedule, SamplerSpec("ddim", 50), n, seed=0, batch_size=100)
         report = meter.measure(x)
-        fid, (lo, hi) = report.fid, report.intervals["FID"]
+        fid, lo, hi = report.intervals["FID"]
         rows.append({"backend": fast.name, "requested": backend, "dataset": dataset, "N": n, "fid": fid,
                      "fid_low": lo, "fid_high": hi, "s_per_image": sec, "wall_s": time.perf_counter() - t0})
         print(f"  quality {fast.name:14s}: FID ({dataset} classifier) {fid:.2f} [{lo:.2f}, {hi:.2f}] at N = {n}, "

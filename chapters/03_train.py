@@ -261,7 +261,7 @@ display(Markdown(
 x_test, _ = load_split("mnist", data_root, train=False)
 nll = nll_bits_per_dim(model, process.schedule, to_model_range(x_test[-nll_images:]), k=nll_k,
                        generator=torch.Generator().manual_seed(sample_seed))
-lo, hi = nll.interval()
+_, lo, hi = nll.interval()
 atomic_write_text(ch.art / "nll.json", json.dumps({"bits_per_dim": nll.mean, "lo": lo, "hi": hi, "n": nll_images,
                                                   "k": nll_k, "prior": nll.prior, "decoder": nll.decoder,
                                                   "kl_terms": nll.diffusion}, indent=2))

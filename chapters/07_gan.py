@@ -317,7 +317,7 @@ plt.show()
 gan_r, same_r, ref_r = reports["DCGAN (final)"], reports["diffusion, same minutes"], reports[
     "diffusion, reference (chapter 03)"]
 g_t, d_t = over_time[over_time.model == "DCGAN"], over_time[over_time.model == "diffusion, same minutes"]
-fmt_d = lambda d: f"{d[0]:+.3g} [{d[1]:.3g}, {d[2]:.3g}]"  # noqa: E731
+fmt_d = lambda d: f"{d.value:+.3g} [{d.lo:.3g}, {d.hi:.3g}]"  # noqa: E731
 
 
 def rises(g: pd.DataFrame) -> int:

@@ -191,8 +191,8 @@ if inception_weights and Path(inception_weights).exists():
     quality.loc["diffusion", "Inception FID"] = float(fid_inc.compute())
     inception_note = f"Inception FID computed with the local weights at `{inception_weights}`."
 atomic_write_text(ch.art / "quality.csv", quality.to_csv())
-atomic_write_text(ch.art / "headline.json", json.dumps({"fid": q.fid, "fid_lo": q.intervals["FID"][0],
-                                                     "fid_hi": q.intervals["FID"][1], "n": n_eval, "floor": floor.fid,
+atomic_write_text(ch.art / "headline.json", json.dumps({"fid": q.fid, "fid_lo": q.intervals["FID"].lo,
+                                                     "fid_hi": q.intervals["FID"].hi, "n": n_eval, "floor": floor.fid,
                                                      "classifier_accuracy": clf_acc, "sampler": spec.name}))
 display(Markdown(f"Quality instrument: the project's CIFAR-10 classifier, **{clf_acc:.1%} test accuracy**; "
                  f"its {classifier.num_features} last-layer features for FID, KID, precision and recall (@sec-quality). Samples: {spec.name}, N = {n_eval}. "
@@ -265,11 +265,11 @@ m_samples, _ = generate(FastModel(m_model, sampling_backend), m_sched, spec, n_e
 m_q, m_floor = m_meter.measure(m_samples), real_floor(m_meter, n_eval, "mnist", data_root, seed=seed)
 
 # %%
-ci = lambda r, m: f"{getattr(r, m):.2f} [{r.intervals[m][0]:.2f}, {r.intervals[m][1]:.2f}]"  # noqa: E731
+ci = lambda r, m: f"{getattr(r, m):.2f} [{r.intervals[m].lo:.2f}, {r.intervals[m].hi:.2f}]"  # noqa: E731
 epochs = summary["images_seen"] / (cfg.train_subset or 50000)
 draws = " and draws colour layouts and blurry shapes, not objects" if ch.device.type == "cpu" else ""
-fid = f"{fmt(q.fid)} [{fmt(q.intervals['FID'][0])}, {fmt(q.intervals['FID'][1])}]"
-holds = (q.intervals["recall"][1] / floor.recall < m_q.intervals["recall"][0] / m_floor.recall
+fid = f"{fmt(q.fid)} [{fmt(q.intervals['FID'].lo)}, {fmt(q.intervals['FID'].hi)}]"
+holds = (q.intervals["recall"].hi / floor.recall < m_q.intervals["recall"].lo / m_floor.recall
          and q.precision >= 0.8 * floor.precision)
 
 # %%
