@@ -301,9 +301,9 @@ plt.show()
 cols = ["precision", "recall", "class entropy (nats)"]
 means = {k: arm_means(fid[k]) for k in samplers}
 quality = rows.groupby(["sampler", "schedule"], sort=False)[cols].mean().reset_index()
-quality.insert(2, "FID", [means[k][n][0] for k, n in zip(quality.sampler, quality.schedule)])
-quality.insert(3, "FID lo", [means[k][n][1] for k, n in zip(quality.sampler, quality.schedule)])
-quality.insert(4, "FID hi", [means[k][n][2] for k, n in zip(quality.sampler, quality.schedule)])
+quality.insert(2, "FID", [means[k][n].value for k, n in zip(quality.sampler, quality.schedule)])
+quality.insert(3, "FID lo", [means[k][n].lo for k, n in zip(quality.sampler, quality.schedule)])
+quality.insert(4, "FID hi", [means[k][n].hi for k, n in zip(quality.sampler, quality.schedule)])
 atomic_write_text(ch.art / "summary.csv", quality.to_csv(index=False))
 floor_row = {"sampler": "", "schedule": "real vs real (floor)", "FID": floor.fid, "FID lo": floor.intervals["FID"].lo,
              "FID hi": floor.intervals["FID"].hi, "precision": floor.precision, "recall": floor.recall,
@@ -484,7 +484,7 @@ plt.show()
 
 # %%
 q1, q2 = Answer(ch.results, "q1"), Answer(ch.results, "q2")
-fu = {n: means["uniform in t"][n][0] for n in schedules}
+fu = {n: means["uniform in t"][n].value for n in schedules}
 worst = max(fu, key=fu.get)
 others = [n for n in schedules if n != worst]
 bits = {n: nll_table.loc[n, "bits/dim"] for n in schedules}

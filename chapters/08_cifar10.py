@@ -265,7 +265,6 @@ m_samples, _ = generate(FastModel(m_model, sampling_backend), m_sched, spec, n_e
 m_q, m_floor = m_meter.measure(m_samples), real_floor(m_meter, n_eval, "mnist", data_root, seed=seed)
 
 # %%
-ci = lambda r, m: f"{getattr(r, m):.2f} [{r.intervals[m].lo:.2f}, {r.intervals[m].hi:.2f}]"  # noqa: E731
 epochs = summary["images_seen"] / (cfg.train_subset or 50000)
 draws = " and draws colour layouts and blurry shapes, not objects" if ch.device.type == "cpu" else ""
 fid = f"{fmt(q.fid)} [{fmt(q.intervals['FID'].lo)}, {fmt(q.intervals['FID'].hi)}]"
@@ -277,8 +276,9 @@ answer = Answer(ch.results, "cifar10")
 display(answer.add(claim(
     f"**EC1: CIFAR-10.** The same recipe learns photographs far less well than digits: in recall, the share of "
     "real images whose neighbourhood the samples reach, each measured by its dataset's own instrument against real "
-    f"images, the CIFAR-10 model's samples reach {ci(q, 'recall')} where real photographs reach "
-    f"{floor.recall:.2f}, while the MNIST model's reach {ci(m_q, 'recall')} against {m_floor.recall:.2f} for real "
+    f"images, the CIFAR-10 model's samples reach {q.intervals['recall']:.2f} where real photographs reach "
+    f"{floor.recall:.2f}, while the MNIST model's reach {m_q.intervals['recall']:.2f} against "
+    f"{m_floor.recall:.2f} for real "
     f"digits. CIFAR-10 images have {3 * 32 * 32:,} dimensions against {28 * 28}; this profile's model "
     f"({summary['parameters']:,} parameters, MNIST's {mnist_sum['parameters']:,}) trained "
     f"{summary['train_seconds'] / 60:.0f} min ({epochs:.1f} epochs){draws} (@fig-cifar-classes). The FIDs, {fid} "

@@ -85,7 +85,6 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "instrument": ("evaluation/classifiers.py", "evaluation/quality.py", "evaluation/floor.py",
                    "evaluation/comparison.py"),
     "intervals": ("evaluation/intervals.py",),  # the likelihood bound's interval too, not only the instruments'
-
     "likelihood": ("evaluation/likelihood.py",),
     # the conditional network and its training are in the network and training modules, but only this probe runs
     # them: a change there makes stale the chapters that guide (chapter 10), not those of unconditional models
@@ -442,7 +441,7 @@ def _probe_intervals(tmp: Path) -> Any:
     reps = torch.randn(50, generator=_gen(0), dtype=torch.float64)
     d = Difference(-1.0, -2.5, 0.5, "a", "b")
     return [z_value(0.9), z_value(), wilson(0.97, 200), wilson(0.0, 10), normal_interval(3.0, reps), list(d), d.real,
-            Difference(2.0, 0.5, 3.5).real, Interval(1.0, 0.0, 2.0)]
+            Difference(2.0, 0.5, 3.5).real, Interval(1.0, 0.0, 2.0), f"{d:+.3g}", f"{wilson(0.5, 9):.1%}"]
 
 
 def _probe_likelihood(tmp: Path) -> Any:

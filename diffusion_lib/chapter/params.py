@@ -95,7 +95,8 @@ def _seeds(key: str, value: Any, T: int, given: dict) -> list[str]:
 
 
 def _recipe(key: str, value: Any, T: int, given: dict) -> list[str]:
-    return _recipe_problems(value, given.get("arms", {}), given.get("combined", []))
+    arms = given.get("arms", {})  # its type is checked against the chapter's default
+    return _recipe_problems(value, arms if isinstance(arms, dict) else {}, given.get("combined", []))
 
 
 def _integer(v: Any) -> bool:

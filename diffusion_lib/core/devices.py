@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import platform
 import random
 from pathlib import Path
@@ -10,6 +11,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
+
+# importing PyTorch's benchmark timer logs a warning about CUDA on every machine without it: silenced for the import
+_cpp_log = logging.getLogger("torch.utils.cpp_extension")
+_level = _cpp_log.level
+_cpp_log.setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
+
+_cpp_log.setLevel(_level)
 
 __all__ = [
     "resolve_device",
@@ -68,8 +77,6 @@ def synchronize(device: torch.device) -> None:
 def median_seconds(fn: Callable[[], Any], min_run_time: float = 1.0) -> float:
     """Median seconds of one call of ``fn()``, by PyTorch's benchmark timer (warm-up, blocks of calls, the device
     synchronised) with this process's threads, measuring for at least ``min_run_time`` seconds."""
-    from torch.utils import benchmark  # imported here: importing it warns about CUDA on every machine without one
-
     timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median
 

@@ -86,9 +86,8 @@ def compare_to_base(values: Mapping[str, Sequence[float]], base: str, apart: Seq
 
 def verdict(d: Difference, metric: str = "", lower_is_better: bool = True, what: str = "at this budget") -> str:
     """A sentence that says what the interval of ``d`` supports, and no more (``metric`` named when given)."""
-    rng = f"{d.value:+.3g} [{d.lo:.3g}, {d.hi:.3g}]"
     in_metric = f" in {metric}" if metric else ""
     if not d.real:
-        return f"{d.a} and {d.b} are indistinguishable{in_metric} {what} ({rng})"
+        return f"{d.a} and {d.b} are indistinguishable{in_metric} {what} ({d:+.3g})"
     better = (d.value < 0) == lower_is_better
-    return f"{d.a} is {'better' if better else 'worse'} than {d.b}{in_metric} ({rng})"
+    return f"{d.a} is {'better' if better else 'worse'} than {d.b}{in_metric} ({d:+.3g})"

@@ -9,9 +9,10 @@ measured at its own N with the same meter:
   the same indices); the ratio's interval is taken on a log scale, where it is
   symmetric;
 - the *growth* of the ratio between two N, from independent sample sets, so
-  their log-scale standard errors add in quadrature;
-- the share of samples read confidently, with a Wilson interval (sound near 0
-  and 1, where the normal approximation is not).
+  their log-scale standard errors add in quadrature.
+
+The share of samples read confidently has a Wilson interval
+(:func:`~diffusion_lib.evaluation.intervals.wilson`).
 """
 
 from __future__ import annotations

@@ -27,6 +27,11 @@ class Interval:
     def __iter__(self):
         return iter((self.value, self.lo, self.hi))
 
+    def __format__(self, spec: str) -> str:
+        """``value [lo, hi]``, each number formatted by ``spec`` (a sign, as in ``+.3g``, for the value only)."""
+        bounds = spec.lstrip("+- ")
+        return f"{self.value:{spec}} [{self.lo:{bounds}}, {self.hi:{bounds}}]"
+
 
 @dataclass(frozen=True)
 class Difference(Interval):

@@ -108,6 +108,7 @@ class DiffusionProcess:
                    labels: Optional[torch.Tensor] = None) -> float:
         """One optimizer step on L_simple (Algorithm 1 of Ho et al.); returns the loss."""
         self.model.train()
+        self._fast.clear()  # a backend may hold a copy of the weights (ONNX Runtime's export): build it again
         return self.trainer.update(self.loss(x, t, noise, labels))
 
     @property
@@ -149,7 +150,7 @@ class DiffusionProcess:
         return x.clamp(-1.0, 1.0)
 
     def _inference(self, model: nn.Module, backend: str) -> FastModel:
-        """``model`` through ``backend``, built at its first use and kept (a compiled backend compiles once)."""
+        """``model`` through ``backend``, built at its first use and kept until the weights change."""
         key = (id(model), backend)
         if key not in self._fast:
             self._fast[key] = FastModel(model, backend)
@@ -165,4 +166,5 @@ class DiffusionProcess:
         return self.trainer.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._fast.clear()
         self.trainer.load_state_dict(state)
