@@ -58,6 +58,13 @@ def test_outputs_of_a_short_run(tiny_train):
     assert meta["schedule"] == "linear" and meta["steps"] == 12
 
 
+def test_sample_n_zero_draws_no_grid(tiny_train):
+    d = tiny_train(sample_every=6, sample_n=0)
+    res = train(cfg_of(d), progress=False, log=lambda *_: None)
+    assert res.steps == 12 and res.model_path.exists()
+    assert not list(Path(d["out_dir"]).glob("samples/*.png"))
+
+
 def test_model_export_round_trip(tmp_path):
     from diffusion_lib import DiffusionModel
 

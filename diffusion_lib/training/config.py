@@ -68,7 +68,7 @@ class TrainConfig:
     seed: int = field(default=0, metadata=rule(lambda v: 0 <= v < 2**63, "must be an integer in [0, 2**63)"))
     train_subset: int = field(default=0, metadata=non_negative())  # 0: the whole training set
     sample_every: int = field(default=0, metadata=non_negative())  # 0: only at the end
-    sample_n: int = field(default=16, metadata=positive())
+    sample_n: int = field(default=16, metadata=non_negative())  # images per grid; 0: no grids at all
     checkpoint_every: int = field(default=500, metadata=non_negative())  # 0: only at the end
     # EMA weights kept every this many steps in snapshots/ema_<step>.pt, to measure quality over training; 0: none
     snapshot_every: int = field(default=0, metadata=non_negative())

@@ -3,7 +3,8 @@
 Trains a :class:`~diffusion_lib.training.process.DiffusionProcess` and writes to ``out_dir``:
 
 - ``metrics.csv``: one row per step (step, loss, grad_norm, lr, images_per_s, elapsed_s);
-- ``samples/step_NNNNNN.png``: EMA samples from the same x_T every ``sample_every`` steps;
+- ``samples/step_NNNNNN.png``: EMA samples from the same x_T every ``sample_every`` steps and at the end (none when
+  ``sample_n`` is 0);
 - ``checkpoints/last.pt`` (+ ``prev.pt``): model, EMA, optimizer, step, RNG states, data position, config;
 - ``model_ema.pt``: the final EMA weights, what later chapters load;
 - ``snapshots/ema_NNNNNN.pt``: the EMA weights every ``snapshot_every`` steps (quality over training);
@@ -455,7 +456,7 @@ class TrainingRun:
 
     def _grid(self, step: int) -> None:
         """EMA samples from the same x_T (and per-step noise) at every sample point; a stop signal cuts it short."""
-        if not self.dd.is_main:
+        if not self.dd.is_main or not self.cfg.sample_n:
             return
 
         def check(_info: Any) -> None:  # only without DDP: the other ranks would wait for rank 0 forever
