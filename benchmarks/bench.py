@@ -136,7 +136,7 @@ def as_shipped(device: torch.device) -> dict:
     return {"bf16": device.type == "cuda", "channels_last": False, "compile": False}
 
 
-def _worker(kind: str, cfg_path: str, batch: int, min_time: float, device_name: str, options: dict, queue) -> None:
+def _worker(kind: str, cfg_path: str, batch: int, iters: int, device_name: str, options: dict, queue) -> None:
     """One measurement in a fresh process: training, one sampling step, DDIM-50, peak memory."""
     try:
         torch.manual_seed(0)
@@ -176,7 +176,7 @@ def _worker(kind: str, cfg_path: str, batch: int, min_time: float, device_name: 
             with FlopCounterMode(display=False) as fc:
                 train_step()
             flops = fc.get_total_flops() / batch
-        train_s = median_seconds(train_step, min_time)
+        train_s = median_seconds(train_step, device, iters)
         model.eval()
         sched = NoiseSchedule.from_name("linear", 1000).to(device)
 
@@ -190,8 +190,8 @@ def _worker(kind: str, cfg_path: str, batch: int, min_time: float, device_name: 
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=sample_amp):
                 ddim_sample(step_model, sched, x, steps=50)
 
-        step_s = median_seconds(one_step, min_time)
-        ddim_s = median_seconds(ddim50, min_run_time=0)
+        step_s = median_seconds(one_step, device, iters)
+        ddim_s = median_seconds(ddim50, device, max(1, iters // 5), warmup=1)
         queue.put({"model": kind, "params": sum(p.numel() for p in model.parameters()),
                    "train_img_s": batch / train_s, "step_img_s": batch / step_s, "ddim50_img_s": batch / ddim_s,
                    "peak_mem_mb": _peak_memory_mb(device), "flops_per_image_train": flops})
@@ -199,8 +199,8 @@ def _worker(kind: str, cfg_path: str, batch: int, min_time: float, device_name: 
         queue.put({"model": kind, "error": f"{type(exc).__name__}: {exc}"})
 
 
-def _run_worker(kind: str, cfg_path: str, batch: int, min_time: float, device: str, options: dict) -> dict:
-    return run_worker(_worker, (kind, cfg_path, batch, min_time, device, options), f"benchmark worker for {kind}")
+def _run_worker(kind: str, cfg_path: str, batch: int, iters: int, device: str, options: dict) -> dict:
+    return run_worker(_worker, (kind, cfg_path, batch, iters, device, options), f"benchmark worker for {kind}")
 
 
 def _bf16_matmul_tflops(device: torch.device) -> float | None:
@@ -209,18 +209,18 @@ def _bf16_matmul_tflops(device: torch.device) -> float | None:
     n = 8192
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    s = median_seconds(lambda: a @ b)
+    s = median_seconds(lambda: a @ b, device, 20, warmup=3)
     return 2 * n**3 / s / 1e12
 
 
-def _data_pipeline(device: torch.device, batch: int) -> dict:
+def _data_pipeline(device: torch.device, batch: int, iters: int = 200) -> dict:
     """Seconds per batch: the dataset resident as one tensor vs a DataLoader with workers and pinned memory."""
     from torch.utils.data import DataLoader, TensorDataset
 
 
     images, _ = load_mnist("data", train=True)
     resident = TensorBatches(images.unsqueeze(1), batch, seed=0, device=device)
-    t_res = median_seconds(lambda: to_model_range(resident.next()))
+    t_res = median_seconds(lambda: to_model_range(resident.next()), device, iters)
     loader = DataLoader(TensorDataset(images.unsqueeze(1)), batch_size=batch, shuffle=True, num_workers=2,
                         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True)
     it = iter(loader)
@@ -234,7 +234,7 @@ def _data_pipeline(device: torch.device, batch: int) -> dict:
             (b,) = next(it)
         return to_model_range(b.to(device, non_blocking=True))
 
-    t_dl = median_seconds(from_loader)
+    t_dl = median_seconds(from_loader, device, iters, warmup=5)
     return {"resident_ms": 1000 * t_res, "dataloader_ms": 1000 * t_dl}
 
 
@@ -242,14 +242,14 @@ def machine_name(device: torch.device) -> str:
     return device_name(device)
 
 
-def run(cfg_path: str, batch: int, rounds: int, min_time: float, device: torch.device, ablation: bool) -> dict:
+def run(cfg_path: str, batch: int, rounds: int, iters: int, device: torch.device, ablation: bool) -> dict:
     results: dict[str, list[dict]] = {"project": [], "diffusers": []}
     settings = {"project": as_used(cfg_path, device), "diffusers": as_shipped(device)}
     for kind, opts in settings.items():
         print(f"  {kind} settings: " + ", ".join(f"{k}={v}" for k, v in opts.items()), flush=True)
     for r in range(rounds):  # alternate, so both models see the same machine state
         for kind in ("project", "diffusers"):
-            res = _run_worker(kind, cfg_path, batch, min_time, str(device), settings[kind])
+            res = _run_worker(kind, cfg_path, batch, iters, str(device), settings[kind])
             results[kind].append(res)
             print(f"  round {r + 1}/{rounds} {kind:9s}: train {res['train_img_s']:8.1f} img/s, "
                   f"one step {res['step_img_s']:9.1f} img/s, DDIM-50 {res['ddim50_img_s']:7.2f} img/s", flush=True)
@@ -286,14 +286,14 @@ def run(cfg_path: str, batch: int, rounds: int, min_time: float, device: torch.d
         elif not used["compile"]:
             variants["torch.compile"] = {"compile": True}
         for name, opts in variants.items():
-            ab[name] = _run_worker("project", cfg_path, batch, min_time, str(device), {**used, **opts})["train_img_s"]
+            ab[name] = _run_worker("project", cfg_path, batch, iters, str(device), {**used, **opts})["train_img_s"]
             print(f"  ablation {name:32s}: train {ab[name]:8.1f} img/s", flush=True)
         # what the same features give diffusers: is the project's lead its own, or just the setting?
         shipped = settings["diffusers"]
         diff_variants = {"bf16 autocast" if not shipped["bf16"] else "float32": {"bf16": not shipped["bf16"]},
                          "channels_last": {"channels_last": True}}
         for name, opts in diff_variants.items():
-            diff_ab[name] = _run_worker("diffusers", cfg_path, batch, min_time, str(device),
+            diff_ab[name] = _run_worker("diffusers", cfg_path, batch, iters, str(device),
                                         {**shipped, **opts})["train_img_s"]
             print(f"  diffusers {name:31s}: train {diff_ab[name]:8.1f} img/s", flush=True)
         summary["diffusers_ablation"] = diff_ab
@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="params/cpu/03_train.yaml", help="the project model to measure")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--min-time", type=float, default=1.0, help="seconds each timing measures for, at least")
+    ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-ablation", action="store_true")
     ap.add_argument("--out", default="results/bench")
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     print(f"benchmark on {machine_name(device)}, batch {args.batch}, {args.rounds} alternating rounds", flush=True)
-    summary = run(args.config, args.batch, args.rounds, args.min_time, device, not args.no_ablation)
+    summary = run(args.config, args.batch, args.rounds, args.iters, device, not args.no_ablation)
     path = write(summary, out)
     p, d = summary["project"], summary["diffusers"]
     print(f"\nparameters: project {p['params']:,}, diffusers {d['params']:,} (ratio {summary['param_ratio']:.3f})")

@@ -116,7 +116,7 @@ def _worker(kind: str, backend: str, model_path: str, batch: int, calls: int, de
         cfg = net.config
         x = torch.randn(batch, cfg.channels, cfg.image_size, cfg.image_size, device=device)
         t = torch.full((batch,), 500, device=device)
-        step_s = median_seconds(lambda: fast(x, t))
+        step_s = median_seconds(lambda: fast(x, t), device, repeats=10, warmup=3)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             t0 = time.perf_counter()
             for _ in range(calls):
@@ -148,7 +148,7 @@ def table(s: dict[str, Any]) -> str:
     largest = (f" Its largest generated kernel is `{own[0]['name']}` ({own[0]['ms_per_call']:.1f} ms, "
                f"{own[0]['records_per_call']:g} per step).") if own else ""
     lines += ["", (f"{s['device']}, backend {s['backend']}, batch {s['batch']}, {s['calls']} profiled calls, torch "
-                   f"{s['torch']}. The profiled step and the unprofiled one (median over 1 s of calls, timed apart) differ by the "
+                   f"{s['torch']}. The profiled step and the unprofiled one (median of 10 calls, timed apart) differ by the "
                    "profiler's own cost and by the machine's noise: the shares say where the time goes, the last row "
                    f"how fast each network runs (the project's step {d['step_ms'] / p['step_ms']:.2f}x as fast as "
                    "diffusers'). "

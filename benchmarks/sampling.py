@@ -89,10 +89,10 @@ def _speed_worker(kind: str, backend: str, model_path: str, batch: int, device_s
         schedule = NoiseSchedule.from_name(meta["schedule"], meta["noise_steps"]).to(device)
         x = torch.randn(batch, cfg.channels, cfg.image_size, cfg.image_size, device=device)
         t = torch.full((batch,), 500, device=device)
-        step_s = median_seconds(lambda: fast(x, t))
-        ddim_s = median_seconds(lambda: ddim_sample(fast, schedule, x, steps=50), min_run_time=0)
+        step_s = median_seconds(lambda: fast(x, t), device, repeats=10, warmup=3)
+        ddim_s = median_seconds(lambda: ddim_sample(fast, schedule, x, steps=50), device, repeats=2, warmup=1)
         short = NoiseSchedule(schedule.betas.double().cpu().numpy()[:100]).to(device)  # 100 DDPM steps, same cost each
-        ddpm100_s = median_seconds(lambda: ddpm_sample(fast, short, x), min_run_time=0)
+        ddpm100_s = median_seconds(lambda: ddpm_sample(fast, short, x), device, repeats=1, warmup=0)
         queue.put({"kind": kind, "backend": fast.name, "requested": backend,
                    "params": sum(p.numel() for p in net.parameters()), "step_img_s": batch / step_s,
                    "ddim50_img_s": batch / ddim_s, "ddpm1000_s_per_image": ddpm100_s * 10 / batch})
@@ -141,7 +141,7 @@ def quality(model_path: str, n: int, device: torch.device, data_root: str = "dat
         t0 = time.perf_counter()
         x, sec = generate(fast, schedule, SamplerSpec("ddim", 50), n, seed=0, batch_size=100)
         report = meter.measure(x)
-        fid, lo, hi = report.intervals["FID"]
+        fid, (lo, hi) = report.fid, report.intervals["FID"]
         rows.append({"backend": fast.name, "requested": backend, "dataset": dataset, "N": n, "fid": fid,
                      "fid_low": lo, "fid_high": hi, "s_per_image": sec, "wall_s": time.perf_counter() - t0})
         print(f"  quality {fast.name:14s}: FID ({dataset} classifier) {fid:.2f} [{lo:.2f}, {hi:.2f}] at N = {n}, "

@@ -44,9 +44,9 @@
 profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
-noise_steps: "count" = 1000
+noise_steps = 1000
 show_t = [0, 50, 100, 200, 300, 500, 700, 999]
-n_moment_draws: "count" = 2000
+n_moment_draws = 2000
 seed = 0
 
 # %%

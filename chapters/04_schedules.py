@@ -46,9 +46,9 @@
 profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
-schedules: "schedules" = ["linear", "cosine", "quadratic"]
-seeds: "seeds" = [0, 1]
-train: "train" = {
+schedules = ["linear", "cosine", "quadratic"]
+seeds = [0, 1]
+train = {
     "steps": 200,
     "batch_size": 32,
     "train_subset": 4096,
@@ -60,16 +60,16 @@ train: "train" = {
     "sample_n": 4,
     "checkpoint_every": 100,
 }
-n_eval: "count" = 64
-eval_sampler: "sampler" = {"method": "ddim", "steps": 20, "eta": 0.0}
-n_ddpm: "count" = 16
-nll_images: "count" = 64
-nll_k: "count" = 8
-loss_t: "timesteps" = [0, 5, 10, 25, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999]
-loss_images: "count" = 128
-loss_repeats: "count" = 2
+n_eval = 64
+eval_sampler = {"method": "ddim", "steps": 20, "eta": 0.0}
+n_ddpm = 16
+nll_images = 64
+nll_k = 8
+loss_t = [0, 5, 10, 25, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999]
+loss_images = 128
+loss_repeats = 2
 seed = 0
-sampling_backend: "backend" = "eager"
+sampling_backend = "eager"
 
 # %%
 #| include: false
@@ -102,8 +102,8 @@ from diffusion_lib.diffusion.generate import SamplerSpec
 from diffusion_lib.diffusion.losses import timestep_losses
 from diffusion_lib.diffusion.samplers import common_log_snr_grid, timestep_sequence, timesteps_at_log_snr
 from diffusion_lib.evaluation.classifiers import get_classifier
-from diffusion_lib.evaluation.comparison import arm_means, compare_arms, verdict
-from diffusion_lib.evaluation.intervals import Difference, z_value
+from diffusion_lib.evaluation.comparison import Difference, arm_means, compare_arms, verdict
+from diffusion_lib.evaluation.floor import z_value
 from diffusion_lib.evaluation.likelihood import nll_bits_per_dim
 from diffusion_lib.evaluation.quality import QualityMeter, precision_recall, real_floor
 from diffusion_lib.training.config import TrainConfig
@@ -301,12 +301,12 @@ plt.show()
 cols = ["precision", "recall", "class entropy (nats)"]
 means = {k: arm_means(fid[k]) for k in samplers}
 quality = rows.groupby(["sampler", "schedule"], sort=False)[cols].mean().reset_index()
-quality.insert(2, "FID", [means[k][n].value for k, n in zip(quality.sampler, quality.schedule)])
-quality.insert(3, "FID lo", [means[k][n].lo for k, n in zip(quality.sampler, quality.schedule)])
-quality.insert(4, "FID hi", [means[k][n].hi for k, n in zip(quality.sampler, quality.schedule)])
+quality.insert(2, "FID", [means[k][n][0] for k, n in zip(quality.sampler, quality.schedule)])
+quality.insert(3, "FID lo", [means[k][n][1] for k, n in zip(quality.sampler, quality.schedule)])
+quality.insert(4, "FID hi", [means[k][n][2] for k, n in zip(quality.sampler, quality.schedule)])
 atomic_write_text(ch.art / "summary.csv", quality.to_csv(index=False))
-floor_row = {"sampler": "", "schedule": "real vs real (floor)", "FID": floor.fid, "FID lo": floor.intervals["FID"].lo,
-             "FID hi": floor.intervals["FID"].hi, "precision": floor.precision, "recall": floor.recall,
+floor_row = {"sampler": "", "schedule": "real vs real (floor)", "FID": floor.fid, "FID lo": floor.intervals["FID"][0],
+             "FID hi": floor.intervals["FID"][1], "precision": floor.precision, "recall": floor.recall,
              "class entropy (nats)": floor.entropy}
 table(pd.concat([quality, pd.DataFrame([floor_row])], ignore_index=True))
 
@@ -484,7 +484,7 @@ plt.show()
 
 # %%
 q1, q2 = Answer(ch.results, "q1"), Answer(ch.results, "q2")
-fu = {n: means["uniform in t"][n].value for n in schedules}
+fu = {n: means["uniform in t"][n][0] for n in schedules}
 worst = max(fu, key=fu.get)
 others = [n for n in schedules if n != worst]
 bits = {n: nll_table.loc[n, "bits/dim"] for n in schedules}
@@ -498,14 +498,14 @@ stable = (f"the gradient was clipped only early, in {stab['clipped (whole run)']
           f"at step {last_clip:.0f} of {train['steps']:,}." if last_clip == last_clip else "no gradient was clipped.")
 
 # %%
-ddpm_d = [Difference(*meter_ddpm.difference(ddpm[a].report, ddpm[b].report), a, b) for a, b in pairs]
+ddpm_d = [Difference(a, b, *meter_ddpm.difference(ddpm[a].report, ddpm[b].report)) for a, b in pairs]
 dd = {n: ddpm[n].report.fid for n in schedules}
-worst_ddpm = [d for d in ddpm_d if d.real and (d.a == worst) == (d.value > 0) and worst in (d.a, d.b)]
-best_ddpm = [d for d in ddpm_d if d.real and (d.a == worst) == (d.value < 0) and worst in (d.a, d.b)]
+worst_ddpm = [d for d in ddpm_d if d.real and (d.a == worst) == (d.diff > 0) and worst in (d.a, d.b)]
+best_ddpm = [d for d in ddpm_d if d.real and (d.a == worst) == (d.diff < 0) and worst in (d.a, d.b)]
 lead = ("which schedule samples best depends on the sampler" if best_ddpm else
         f"{worst} is the worst schedule with either sampler" if len(worst_ddpm) == len(others) else
         f"{worst} samples worst with DDIM-{uniform.steps}, and full DDPM does not reverse that")
-narrow = lambda d: min(abs(d.lo), abs(d.hi)) < 0.05 * abs(d.value)  # noqa: E731  (an interval that barely excludes 0)
+narrow = lambda d: min(abs(d.lo), abs(d.hi)) < 0.05 * abs(d.diff)  # noqa: E731  (an interval that barely excludes 0)
 ddpm_says = (": " + "; ".join(verdict(d) + (", narrowly" if narrow(d) else "") for d in worst_ddpm + best_ddpm)
              if worst_ddpm + best_ddpm else ", not measurably different")
 holds = (all(diffs["uniform in t"][p].real for p in pairs if worst in p)

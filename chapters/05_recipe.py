@@ -56,9 +56,9 @@
 profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
-budget_minutes: "count" = 0.05
-seeds: "seeds" = [0, 1]
-base: "recipe" = {
+budget_minutes = 0.05
+seeds = [0, 1]
+base = {
     "steps": 30,
     "batch_size": 32,
     "train_subset": 2048,
@@ -72,9 +72,9 @@ base: "recipe" = {
 }
 arms = {"cosine_lr": {"lr_decay": "cosine"}, "ema_warmup": {"ema_warmup": True}}
 combined = []
-n_eval: "count" = 64
-eval_sampler: "sampler" = {"method": "ddim", "steps": 10, "eta": 0.0}
-sampling_backend: "backend" = "eager"
+n_eval = 64
+eval_sampler = {"method": "ddim", "steps": 10, "eta": 0.0}
+sampling_backend = "eager"
 seed = 0
 
 # %%
@@ -206,11 +206,11 @@ same = [a for a in others if fid[a] == fid[BASE] and conf[a] == conf[BASE]]
 #| tbl-cap: "The arms ranked by FID-MNIST (mean over seeds; lower is better), their difference from the base recipe with a 95% interval, and the share of samples the classifier reads with confidence above 0.9. The last row is the real-vs-real floor at the same N."
 rank = pd.DataFrame({"FID": {a: sum(v) / len(v) for a, v in fid.items()},
                      share: {a: sum(v) / len(v) for a, v in conf.items()}})
-rank["FID - base"] = [d_fid[a].value if a in d_fid else 0.0 for a in rank.index]
+rank["FID - base"] = [d_fid[a].diff if a in d_fid else 0.0 for a in rank.index]
 rank["FID - base lo"] = [d_fid[a].lo if a in d_fid else float("nan") for a in rank.index]
 rank["FID - base hi"] = [d_fid[a].hi if a in d_fid else float("nan") for a in rank.index]
 rank["verdict"] = ["" if a == BASE else "the base's samples" if a in same else
-                   ("better" if d_fid[a].real and d_fid[a].value < 0 else
+                   ("better" if d_fid[a].real and d_fid[a].diff < 0 else
                     "worse" if d_fid[a].real else "indistinguishable") for a in rank.index]
 rank = rank.sort_values("FID")
 atomic_write_text(ch.art / "ranking.csv", rank.to_csv())
@@ -237,7 +237,7 @@ if "no_ema_warmup" in d_fid and "ema_decay" in base:
         f"{configs[('no_ema_warmup', seeds[0])].steps} updates, and the samples show it: FID-MNIST "
         f"{rank.loc['no_ema_warmup', 'FID']:.3g} against the base's {rank.loc[BASE, 'FID']:.3g}. An arm measured "
         "through such an average is measured through noise, which is why the base of this study has the warm-up.",
-        d_fid["no_ema_warmup"].real and d_fid["no_ema_warmup"].value > 0,
+        d_fid["no_ema_warmup"].real and d_fid["no_ema_warmup"].diff > 0,
     ))
 
 # %% [markdown]
@@ -245,13 +245,13 @@ if "no_ema_warmup" in d_fid and "ema_decay" in base:
 
 # %%
 var, df = pooled_variance({a: fid[a] for a in pooled})
-better = [a for a in others if d_fid[a].real and d_fid[a].value < 0]
-worse = [a for a in others if d_fid[a].real and d_fid[a].value > 0]
+better = [a for a in others if d_fid[a].real and d_fid[a].diff < 0]
+worse = [a for a in others if d_fid[a].real and d_fid[a].diff > 0]
 typical = next((a for a in pooled if a != BASE), others[0])
 display(Markdown(
     f"With {len(seeds)} seeds per arm, a run's FID-MNIST scatters around its arm's mean with a standard deviation "
     f"of {var ** 0.5:.2g} (pooled over {len(pooled)} arms, {df} degrees of freedom), so a difference from the base "
-    f"must exceed about {(d_fid[typical].hi - d_fid[typical].value):.2g} to be called real"
+    f"must exceed about {(d_fid[typical].hi - d_fid[typical].diff):.2g} to be called real"
     + (f" ({', '.join(apart)}, whose EMA ends with "
        + ", ".join(f"{init_weight[a]:.2f}" for a in apart)
        + " of its weight on the initial network, is compared on its own spread and the base's)" if apart else "")

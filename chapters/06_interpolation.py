@@ -50,14 +50,14 @@
 profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
-n_pairs: "count" = 3
-n_frames: "count" = 11
-ddim_steps: "steps" = 20
-n_stats_pairs: "count" = 16
-n_refine: "count" = 4
-refine_frames: "count" = 9
+n_pairs = 3
+n_frames = 11
+ddim_steps = 20
+n_stats_pairs = 16
+n_refine = 4
+refine_frames = 9
 seed = 7
-sampling_backend: "backend" = "eager"
+sampling_backend = "eager"
 
 # %%
 #| include: false

@@ -40,8 +40,8 @@ profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
 retrain = False
-gan: "gan" = {"steps": 300, "batch_size": 64, "z_dim": 64, "width": 32, "snapshot_every": 100, "snapshot_n": 64}
-diffusion_train: "train" = {
+gan = {"steps": 300, "batch_size": 64, "z_dim": 64, "width": 32, "snapshot_every": 100, "snapshot_n": 64}
+diffusion_train = {
     "steps": 60,
     "batch_size": 32,
     "train_subset": 4096,
@@ -54,12 +54,12 @@ diffusion_train: "train" = {
     "checkpoint_every": 0,
     "snapshot_every": 20,
 }
-n_eval: "count" = 64
-diffusion_sampler: "sampler" = {"method": "ddim", "steps": 20, "eta": 0.0}
-timing_batch: "count" = 16
-n_shown: "count" = 8
+n_eval = 64
+diffusion_sampler = {"method": "ddim", "steps": 20, "eta": 0.0}
+timing_batch = 16
+n_shown = 8
 seed = 0
-sampling_backend: "backend" = "eager"
+sampling_backend = "eager"
 
 # %%
 #| include: false
@@ -229,7 +229,7 @@ samples = {"DCGAN": gan_x, "diffusion, same minutes": same_m.samples, "diffusion
 # sampling time per image: every sampler at the same batch size on the same device, warmed up
 with torch.no_grad():
     zt = torch.randn(timing_batch, cfg.z_dim, device=ch.device)
-    gan_sec = median_seconds(lambda: G(zt)) / timing_batch
+    gan_sec = median_seconds(lambda: G(zt), ch.device, repeats=20, warmup=1) / timing_batch
 model, schedule, _ = load_trained(ch.run_dir("03_train"), ch.device)
 fast = FastModel(model, sampling_backend)
 _, diff_sec = generate(fast, schedule, spec, timing_batch, seed=seed, batch_size=timing_batch)
@@ -317,6 +317,7 @@ plt.show()
 gan_r, same_r, ref_r = reports["DCGAN (final)"], reports["diffusion, same minutes"], reports[
     "diffusion, reference (chapter 03)"]
 g_t, d_t = over_time[over_time.model == "DCGAN"], over_time[over_time.model == "diffusion, same minutes"]
+fmt_d = lambda d: f"{d[0]:+.3g} [{d[1]:.3g}, {d[2]:.3g}]"  # noqa: E731
 
 
 def rises(g: pd.DataFrame) -> int:
@@ -354,12 +355,12 @@ hist_gan = torch.tensor(gan_r.hist, dtype=torch.float64)
 # %%
 display(Markdown(
     f"**Quality and diversity.** Differences from the GAN (diffusion minus GAN, 95% bootstrap intervals): FID-MNIST "
-    f"{d_same:+.3g} for the same minutes and {d_ref:+.3g} for the reference; recall {r_same:+.3g} and "
-    f"{r_ref:+.3g}. The generator of step {last:,} measured on another draw of z has recall {again.recall:.3g}, "
-    f"{r_draw:+.3g} from the final draw's {gan_r.recall:.3g}"
-    + (": one draw of z is not enough to pin the GAN's recall down" if r_draw.lo > 0 or r_draw.hi < 0 else "")
-    + f"; the diffusion model of the same minutes minus that draw is {r_vs_draw:+.3g}. The reference diffusion "
-    f"model minus the one of the same minutes, in FID-MNIST: {d_ref_same:+.3g}. The GAN covers "
+    f"{fmt_d(d_same)} for the same minutes and {fmt_d(d_ref)} for the reference; recall {fmt_d(r_same)} and "
+    f"{fmt_d(r_ref)}. The generator of step {last:,} measured on another draw of z has recall {again.recall:.3g}, "
+    f"{fmt_d(r_draw)} from the final draw's {gan_r.recall:.3g}"
+    + (": one draw of z is not enough to pin the GAN's recall down" if r_draw[1] > 0 or r_draw[2] < 0 else "")
+    + f"; the diffusion model of the same minutes minus that draw is {fmt_d(r_vs_draw)}. The reference diffusion "
+    f"model minus the one of the same minutes, in FID-MNIST: {fmt_d(d_ref_same)}. The GAN covers "
     f"{gan_r.classes_covered} digits but unevenly: its commonest digit is {int(hist_gan.argmax())} "
     f"({int(hist_gan.max())} of {n_eval}) and its rarest {int(hist_gan.argmin())} ({int(hist_gan.min())}). A "
     "diffusion model is trained to fit the whole data distribution through a likelihood bound, which penalises a "
@@ -383,22 +384,22 @@ display(Markdown(
 
 # %%
 copies = memo.loc[["DCGAN", "diffusion, reference"], "share closer than 1% of real test"]
-reaches = "reaches" if r_vs_draw.lo > 0 else "probably reaches"
-vs_draw = (("narrowly, " if r_vs_draw.lo < 0.05 * r_vs_draw.value else "") + f"{r_vs_draw:+.3g} against a second draw "
-           "of the GAN's z" if r_vs_draw.lo > 0 else f"against a second draw of the GAN's z, {r_vs_draw:+.3g}, "
+reaches = "reaches" if r_vs_draw[1] > 0 else "probably reaches"
+vs_draw = (("narrowly, " if r_vs_draw[1] < 0.05 * r_vs_draw[0] else "") + f"{fmt_d(r_vs_draw)} against a second draw "
+           "of the GAN's z" if r_vs_draw[1] > 0 else f"against a second draw of the GAN's z, {fmt_d(r_vs_draw)}, "
            "within the noise")
-holds = (d_same.lo < 0 < d_same.hi and r_same.lo > 0 and r_vs_draw.value > 0 and gan_sec < diff_sec
+holds = (d_same[1] < 0 < d_same[2] and r_same[1] > 0 and r_vs_draw[0] > 0 and gan_sec < diff_sec
          and abs(gan_min - diff_min) < 0.25 * gan_min and rises(g_t) == 0 and rises(d_t) == 0
-         and after["FID lo"].iloc[0] > after["FID hi"].iloc[-1] and d_ref.hi < 0 and d_ref_same.hi < 0
+         and after["FID lo"].iloc[0] > after["FID hi"].iloc[-1] and d_ref[2] < 0 and d_ref_same[2] < 0
          and copies.max() < 0.1)
 
 # %%
 q4 = Answer(ch.results, "q4")
 display(q4.add(claim(
     f"**Q4: diffusion against a GAN.** Trained for the same minutes ({gan_min:.1f} and {diff_min:.1f}), the two "
-    f"cannot be told apart in FID-MNIST at this N ({fmt(gan_r.fid)} against {fmt(same_r.fid)}, {d_same:+.3g}), but "
+    f"cannot be told apart in FID-MNIST at this N ({fmt(gan_r.fid)} against {fmt(same_r.fid)}, {fmt_d(d_same)}), but "
     f"the diffusion model {reaches} more of the real digits (recall {same_r.recall:.2f} against {gan_r.recall:.2f}, "
-    f"{r_same:+.3g}; {vs_draw}), while the GAN samples {diff_sec / gan_sec:,.0f} times faster than "
+    f"{fmt_d(r_same)}; {vs_draw}), while the GAN samples {diff_sec / gan_sec:,.0f} times faster than "
     f"DDIM-{spec.steps}. Neither training was unstable (FID never rose beyond the noise between snapshots), and "
     f"neither loss tracks quality: the diffusion loss levels off after {flat_min:.1f} min while FID falls from "
     f"{fmt(after.FID.iloc[0])} to {fmt(after.FID.iloc[-1])}. The reference diffusion model "

@@ -50,7 +50,7 @@ profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
 retrain = False
-train: "train" = {
+train = {
     "dataset": "cifar10",
     "image_size": 32,
     "channels": 3,
@@ -67,12 +67,12 @@ train: "train" = {
     "sample_n": 16,
     "checkpoint_every": 60,
 }
-n_eval: "count" = 64
-eval_sampler: "sampler" = {"method": "ddim", "steps": 20, "eta": 0.0}
-sampling_backend: "backend" = "eager"
-ddim_show: "steps" = [10, 20, 50]
-n_per_class: "count" = 6
-n_neighbours: "count" = 6
+n_eval = 64
+eval_sampler = {"method": "ddim", "steps": 20, "eta": 0.0}
+sampling_backend = "eager"
+ddim_show = [10, 20, 50]
+n_per_class = 6
+n_neighbours = 6
 inception_weights = ""
 seed = 0
 
@@ -191,8 +191,8 @@ if inception_weights and Path(inception_weights).exists():
     quality.loc["diffusion", "Inception FID"] = float(fid_inc.compute())
     inception_note = f"Inception FID computed with the local weights at `{inception_weights}`."
 atomic_write_text(ch.art / "quality.csv", quality.to_csv())
-atomic_write_text(ch.art / "headline.json", json.dumps({"fid": q.fid, "fid_lo": q.intervals["FID"].lo,
-                                                     "fid_hi": q.intervals["FID"].hi, "n": n_eval, "floor": floor.fid,
+atomic_write_text(ch.art / "headline.json", json.dumps({"fid": q.fid, "fid_lo": q.intervals["FID"][0],
+                                                     "fid_hi": q.intervals["FID"][1], "n": n_eval, "floor": floor.fid,
                                                      "classifier_accuracy": clf_acc, "sampler": spec.name}))
 display(Markdown(f"Quality instrument: the project's CIFAR-10 classifier, **{clf_acc:.1%} test accuracy**; "
                  f"its {classifier.num_features} last-layer features for FID, KID, precision and recall (@sec-quality). Samples: {spec.name}, N = {n_eval}. "
@@ -265,10 +265,11 @@ m_samples, _ = generate(FastModel(m_model, sampling_backend), m_sched, spec, n_e
 m_q, m_floor = m_meter.measure(m_samples), real_floor(m_meter, n_eval, "mnist", data_root, seed=seed)
 
 # %%
+ci = lambda r, m: f"{getattr(r, m):.2f} [{r.intervals[m][0]:.2f}, {r.intervals[m][1]:.2f}]"  # noqa: E731
 epochs = summary["images_seen"] / (cfg.train_subset or 50000)
 draws = " and draws colour layouts and blurry shapes, not objects" if ch.device.type == "cpu" else ""
-fid = f"{fmt(q.fid)} [{fmt(q.intervals['FID'].lo)}, {fmt(q.intervals['FID'].hi)}]"
-holds = (q.intervals["recall"].hi / floor.recall < m_q.intervals["recall"].lo / m_floor.recall
+fid = f"{fmt(q.fid)} [{fmt(q.intervals['FID'][0])}, {fmt(q.intervals['FID'][1])}]"
+holds = (q.intervals["recall"][1] / floor.recall < m_q.intervals["recall"][0] / m_floor.recall
          and q.precision >= 0.8 * floor.precision)
 
 # %%
@@ -276,9 +277,8 @@ answer = Answer(ch.results, "cifar10")
 display(answer.add(claim(
     f"**EC1: CIFAR-10.** The same recipe learns photographs far less well than digits: in recall, the share of "
     "real images whose neighbourhood the samples reach, each measured by its dataset's own instrument against real "
-    f"images, the CIFAR-10 model's samples reach {q.intervals['recall']:.2f} where real photographs reach "
-    f"{floor.recall:.2f}, while the MNIST model's reach {m_q.intervals['recall']:.2f} against "
-    f"{m_floor.recall:.2f} for real "
+    f"images, the CIFAR-10 model's samples reach {ci(q, 'recall')} where real photographs reach "
+    f"{floor.recall:.2f}, while the MNIST model's reach {ci(m_q, 'recall')} against {m_floor.recall:.2f} for real "
     f"digits. CIFAR-10 images have {3 * 32 * 32:,} dimensions against {28 * 28}; this profile's model "
     f"({summary['parameters']:,} parameters, MNIST's {mnist_sum['parameters']:,}) trained "
     f"{summary['train_seconds'] / 60:.0f} min ({epochs:.1f} epochs){draws} (@fig-cifar-classes). The FIDs, {fid} "

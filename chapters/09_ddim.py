@@ -54,24 +54,24 @@
 profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
-n_eval: "count" = 64
-batch_size: "count" = 64
-ddim_steps: "steps" = [5, 10, 20]
-etas: "etas" = [0.0, 0.5, 1.0]
-dpm_steps: "steps" = [10, 20]
+n_eval = 64
+batch_size = 64
+ddim_steps = [5, 10, 20]
+etas = [0.0, 0.5, 1.0]
+dpm_steps = [10, 20]
 include_ddpm = True
-spacing: "spacings" = "uniform"
-n_grid: "count" = 8
-n_invert: "count" = 6
-invert_steps: "steps" = [10, 50]
-interp_frames: "count" = 9
-interp_steps: "steps" = 50
+spacing = "uniform"
+n_grid = 8
+n_invert = 6
+invert_steps = [10, 50]
+interp_frames = 9
+interp_steps = 50
 seed = 0
-n_confirm: "count" = 128  # the larger-N check: fresh noise, held-out real digits
+n_confirm = 128  # the larger-N check: fresh noise, held-out real digits
 confirm_seed = 1
 confirm_ddpm = True  # DDPM too in the larger-N check (T network evaluations per image)
-confirm_spacings: "spacings" = ["trailing", "quadratic", "logsnr"]  # where the steps go, at the larger N
-sampling_backend: "backend" = "eager"
+confirm_spacings = ["trailing", "quadratic", "logsnr"]  # where the steps go, at the larger N
+sampling_backend = "eager"
 
 # %%
 import json
@@ -96,9 +96,8 @@ from diffusion_lib.diffusion.generate import SamplerSpec, generate
 from diffusion_lib.diffusion.interpolation import slerp
 from diffusion_lib.diffusion.samplers import ddim_invert, ddim_sample, timestep_sequence
 from diffusion_lib.evaluation.classifiers import get_classifier
-from diffusion_lib.evaluation.comparison import verdict
-from diffusion_lib.evaluation.floor import against_floor
-from diffusion_lib.evaluation.intervals import Difference, wilson
+from diffusion_lib.evaluation.comparison import Difference, verdict
+from diffusion_lib.evaluation.floor import against_floor, wilson
 from diffusion_lib.evaluation.quality import CONFIDENT, QualityMeter, real_floor
 from diffusion_lib.nets.inference import FastModel
 
@@ -296,14 +295,14 @@ vs_floor = {(name, rep.n): against_floor(rep, fl) for name, rep, fl in measured}
 # %%
 def confirm_row(name: str, rep, fl) -> dict:
     """A row of the table: FID, the floor at its N, the excess over and ratio to it, and the confident share."""
-    out = {"sampler": name, "N": rep.n, "FID": rep.fid, "FID lo": rep.intervals["FID"].lo,
-           "FID hi": rep.intervals["FID"].hi, "floor": fl.fid}
+    out = {"sampler": name, "N": rep.n, "FID": rep.fid, "FID lo": rep.intervals["FID"][0],
+           "FID hi": rep.intervals["FID"][1], "floor": fl.fid}
     if (name, rep.n) in vs_floor:
         vs = vs_floor[name, rep.n]
         out |= {"excess over floor": vs.excess.value, "excess over floor lo": vs.excess.lo,
                 "excess over floor hi": vs.excess.hi, "ratio to floor": vs.ratio.value,
                 "ratio to floor lo": vs.ratio.lo, "ratio to floor hi": vs.ratio.hi}
-    _, s_lo, s_hi = wilson(rep.confident_share, rep.n)
+    s_lo, s_hi = wilson(rep.confident_share, rep.n)
     return out | {share: rep.confident_share, f"{share} lo": s_lo, f"{share} hi": s_hi}
 
 # %%
@@ -335,11 +334,12 @@ plt.show()
 # %%
 best_name = SamplerSpec("ddim", conf_steps, eta=best_eta, spacing=spacing).name
 base_name = SamplerSpec("ddim", conf_steps, eta=other_eta, spacing=spacing).name
-fresh = Difference(*(meter_n.difference(confirm[best_name], confirm[base_name]) if best_name != base_name
-                      else (0.0, 0.0, 0.0)), best_name, base_name)
+d_n, lo_n, hi_n = (meter_n.difference(confirm[best_name], confirm[base_name]) if best_name != base_name
+                   else (0.0, 0.0, 0.0))
+fresh = Difference(best_name, base_name, d_n, lo_n, hi_n)
 at_n = {n: {r["sampler"]: r for r in conf_rows if r["N"] == n} for n in (n_eval, n_confirm)}
 atomic_write_text(ch.art / "confirm.json", json.dumps({
-    "n": n_confirm, "steps": conf_steps, "best": best_name, "base": base_name, "difference": list(fresh),
+    "n": n_confirm, "steps": conf_steps, "best": best_name, "base": base_name, "difference": [d_n, lo_n, hi_n],
     "floor": floor_n.fid}, indent=2))  # the paired difference, for the README's recipe section
 display(claim(f"The floor falls from {fmt(floor.fid)} at N = {n_eval} to {fmt(floor_n.fid)} at N = {n_confirm}: "
               "most of a small-N FID between two sets of real digits is the bias of the estimate, not a difference.",
@@ -350,7 +350,7 @@ if best_name != base_name:
     b = at_n[n_confirm][best_name]
     display(Markdown(
         f"On fresh noise at N = {n_confirm}, {verdict(fresh, 'FID-MNIST', what='at this N')}: "
-        + ("the grid's choice holds on samples it did not see." if fresh.real and fresh.value < 0 else
+        + ("the grid's choice holds on samples it did not see." if fresh.real and d_n < 0 else
            "the grid's choice is reversed on fresh noise." if fresh.real else
            "the grid's choice may have been luck of its draw.")
         + f" Its excess over the floor is {b['excess over floor']:.3g} [{b['excess over floor lo']:.3g}, "
@@ -385,12 +385,12 @@ for sp in others:
 visited = {sp: timestep_sequence(T, conf_steps, sp, log_snr=schedule.log_snr.cpu()) for sp in spaced}
 
 # %%
-vs_spacing = {sp: Difference(*meter_n.difference(spaced[sp], spaced[spacing]), f"{sp} spacing", f"{spacing} spacing")
+vs_spacing = {sp: Difference(f"{sp} spacing", f"{spacing} spacing", *meter_n.difference(spaced[sp], spaced[spacing]))
               for sp in others}
 nan = float("nan")  # the grid's own spacing has no difference from itself
 spacing_table = pd.DataFrame([
     {"spacing": sp, **confirm_row(f"{best_name}, {sp} spacing", rep, floor_n),
-     f"minus {spacing}": vs_spacing[sp].value if sp in vs_spacing else nan,
+     f"minus {spacing}": vs_spacing[sp].diff if sp in vs_spacing else nan,
      f"minus {spacing} lo": vs_spacing[sp].lo if sp in vs_spacing else nan,
      f"minus {spacing} hi": vs_spacing[sp].hi if sp in vs_spacing else nan,
      "steps below t = T/10": sum(t < T / 10 for t in visited[sp]), "lowest t visited": min(visited[sp])}
@@ -418,7 +418,7 @@ plt.tight_layout()
 plt.show()
 
 # %%
-better = [d.a for d in vs_spacing.values() if d.real and d.value < 0]
+better = [d.a for d in vs_spacing.values() if d.real and d.diff < 0]
 low = spacing_table.set_index("spacing")["steps below t = T/10"]
 display(Markdown(
     f"Of the {conf_steps} steps, "
@@ -548,10 +548,10 @@ ec2 = include_ddpm and {0.0, 1.0} <= set(etas) and best_name != base_name  # the
 if ec2:
     k, det, sto = conf_steps, ddim[conf_steps, 0.0], ddim[conf_steps, 1.0]
     vs = pairs[pairs.comparison == "against DDPM"].set_index("a")
-    d_det = Difference(vs.loc[det, "a minus b"], vs.loc[det, "lo"], vs.loc[det, "hi"], det, ddpm_name)
-    d_sto = Difference(vs.loc[sto, "a minus b"], vs.loc[sto, "lo"], vs.loc[sto, "hi"], sto, ddpm_name)
+    d_det = Difference(det, ddpm_name, vs.loc[det, "a minus b"], vs.loc[det, "lo"], vs.loc[det, "hi"])
+    d_sto = Difference(sto, ddpm_name, vs.loc[sto, "a minus b"], vs.loc[sto, "lo"], vs.loc[sto, "hi"])
     speed = grid_at.loc[ddpm_name, "s / image"] / grid_at.loc[det, "s / image"]
-    cost = ("at a measurable cost in quality" if d_det.real and d_det.value > 0 else
+    cost = ("at a measurable cost in quality" if d_det.real and d_det.diff > 0 else
             "and with better quality" if d_det.real else "at no measurable cost in quality")
 
 # %%
@@ -560,6 +560,7 @@ if ec2:
     worse_k = [s_ for s_, r in vs[vs.eta == 0.0].set_index("steps").iterrows() if r.real and r["a minus b"] > 0]
     worse_says = f"; at {', '.join(map(str, worse_k))} steps DDIM is measurably worse than DDPM" if worse_k else ""
     eta_says = f"significantly at {', '.join(map(str, eta_real))} steps" if eta_real else "never significantly"
+    rng = lambda d: f"{d.diff:+.3g} [{d.lo:.3g}, {d.hi:.3g}]"  # noqa: E731
     holds = 0.75 <= speed / (T / k) <= 1.25 and (by_eta["a minus b"] < 0).all() and best_name == sto
 
 # %%
@@ -568,19 +569,19 @@ if ec2:
         f"**EC2: DDIM against DDPM.** Deterministic DDIM-{k} samples {speed:.0f} times faster than DDPM-{T} "
         f"({grid_at.loc[det, 's / image'] * 1000:.0f} against {grid_at.loc[ddpm_name, 's / image'] * 1000:.0f} ms) "
         f"{cost}: FID-MNIST {fmt(grid_at.loc[det, 'FID'])} against {fmt(grid_at.loc[ddpm_name, 'FID'])}, a paired "
-        f"difference of {d_det:+.3g} at N = {n_eval} ({d_sto:+.3g} with eta = 1). With eta = 0, {levels_off(0.0)}"
+        f"difference of {rng(d_det)} at N = {n_eval} ({rng(d_sto)} with eta = 1). With eta = 0, {levels_off(0.0)}"
         f"{worse_says}. Unlike in Song et al.'s CIFAR-10 results, eta = 1 scores lower than eta = 0 at every step "
         f"count, {eta_says} at N = {n_eval}; on fresh noise at N = {n_confirm}, eta = {best_eta:g} minus "
-        f"eta = {other_eta:g} at {k} steps is {fresh:+.3g}. The run does not test why; the added noise can correct "
+        f"eta = {other_eta:g} at {k} steps is {rng(fresh)}. The run does not test why; the added noise can correct "
         "the errors of earlier steps [@karras2022], which may help a small model more.", holds)))
 
 # %%
 if dpm_steps and min(dpm_steps) in ddim_steps and 0.0 in etas:
     k = min(dpm_steps)
     names = {sp: label(SamplerSpec("dpm++2m", k, spacing=sp)) for sp in ("logsnr", spacing)}
-    solver = Difference(*meter.difference(reports[names[spacing]], reports[ddim[k, 0.0]]), names[spacing], ddim[k, 0.0])
-    spaced_dpm = Difference(*meter.difference(reports[names["logsnr"]], reports[names[spacing]]), names["logsnr"],
-                            names[spacing])
+    solver = Difference(names[spacing], ddim[k, 0.0], *meter.difference(reports[names[spacing]], reports[ddim[k, 0.0]]))
+    spaced_dpm = Difference(names["logsnr"], names[spacing],
+                            *meter.difference(reports[names["logsnr"]], reports[names[spacing]]))
     display(Markdown(
         f"At the same budget of {k} network evaluations and the same {spacing} spacing, the second-order "
         f"DPM-Solver++(2M) against first-order DDIM: {verdict(solver, 'FID-MNIST', what='at this N')}"

@@ -52,7 +52,7 @@ profile = "quick"
 results_dir = "results/quick"
 data_root = "data"
 retrain = False
-train: "train" = {
+train = {
     "steps": 400,
     "batch_size": 32,
     "train_subset": 4096,
@@ -65,12 +65,12 @@ train: "train" = {
     "sample_n": 16,
     "checkpoint_every": 100,
 }
-guidance_scales: "scales" = [0.0, 1.0, 3.0]
-guided_sampler: "sampler" = {"method": "ddim", "steps": 10, "eta": 0.0}
-sampling_backend: "backend" = "eager"
-n_per_class: "count" = 10
-n_boot: "count" = 50
-n_grid: "count" = 4
+guidance_scales = [0.0, 1.0, 3.0]
+guided_sampler = {"method": "ddim", "steps": 10, "eta": 0.0}
+sampling_backend = "eager"
+n_per_class = 10
+n_boot = 50
+n_grid = 4
 seed = 0
 
 # %%
@@ -96,7 +96,7 @@ from diffusion_lib.data.datasets import random_subset
 from diffusion_lib.diffusion.generate import generate
 from diffusion_lib.diffusion.guidance import Guided
 from diffusion_lib.evaluation.classifiers import get_classifier
-from diffusion_lib.evaluation.intervals import wilson
+from diffusion_lib.evaluation.floor import wilson
 from diffusion_lib.evaluation.quality import QualityMeter, class_statistics, real_floor
 from diffusion_lib.nets.inference import FastModel
 from diffusion_lib.training.config import TrainConfig
@@ -142,10 +142,10 @@ x_probe, t_probe = torch.randn(min(100, n_eval), 1, 28, 28).to(ch.device), torch
 cost = {}
 for batched in (True, False):
     net = FastModel(Guided(model, 3, 2.0, batched=batched), sampling_backend, log=lambda m: None)
-    cost[batched] = median_seconds(lambda: net(x_probe, t_probe.expand(len(x_probe)).to(ch.device)), 3.0)
+    cost[batched] = median_seconds(lambda: net(x_probe, t_probe.expand(len(x_probe)).to(ch.device)), ch.device, 5)
 batched = cost[True] <= cost[False]
 display(Markdown(
-    f"One guided network evaluation of a batch of {len(x_probe)} ({sampling_backend}, the median over 3 s of calls): "
+    f"One guided network evaluation of a batch of {len(x_probe)} ({sampling_backend}, median of 5): "
     f"**{cost[True] * 1000:.0f} ms** as one call on the doubled batch, {cost[False] * 1000:.0f} ms as two calls "
     f"({cost[False] / cost[True]:.2f} times as long). The sampling below uses "
     f"{'the doubled batch' if batched else 'two calls'}."
@@ -192,8 +192,8 @@ for w in ws:
     share = float(read[w].double().mean())
     d, lo, hi = meter.difference(reports[w], reports[0.0])
     r, r_lo, r_hi = meter.difference(reports[w], reports[0.0], "recall")
-    rows.append({"w": w, "requested": share, "requested lo": wilson(share, n_eval).lo,
-                 "requested hi": wilson(share, n_eval).hi, **{k: v for k, v in reports[w].row().items()
+    rows.append({"w": w, "requested": share, "requested lo": wilson(share, n_eval)[0],
+                 "requested hi": wilson(share, n_eval)[1], **{k: v for k, v in reports[w].row().items()
                                                               if k.split()[0] in ("FID", "precision", "recall")},
                  "FID - FID(w=0)": d, "FID - FID(w=0) lo": lo, "FID - FID(w=0) hi": hi,
                  "recall - recall(w=0)": r, "recall - recall(w=0) lo": r_lo, "recall - recall(w=0) hi": r_hi,
@@ -204,8 +204,8 @@ atomic_write_text(ch.art / "guidance.csv", grid.to_csv(index=False))
 # %%
 #| label: tbl-guidance
 #| tbl-cap: "Each guidance scale w on the same noise: the share of samples the classifier reads as the digit requested (Wilson interval), FID-MNIST, precision and recall of all ten digits' samples (95% bootstrap intervals), FID and recall minus those of w = 0 (paired), and milliseconds per image. Last row: for the requested share, the held-out test digits read as their own label; for FID, precision and recall, as many training digits against the same test digits (the real-vs-real floor)."
-floor_row = {"w": float("nan"), "requested": real_share, "requested lo": wilson(real_share, n_eval).lo,
-             "requested hi": wilson(real_share, n_eval).hi,
+floor_row = {"w": float("nan"), "requested": real_share, "requested lo": wilson(real_share, n_eval)[0],
+             "requested hi": wilson(real_share, n_eval)[1],
              **{k: v for k, v in floor.row().items() if k.split()[0] in ("FID", "precision", "recall")}}
 display(table(pd.concat([grid, pd.DataFrame([floor_row])], ignore_index=True).assign(
     w=lambda d: [f"{w:g}" if w == w else "real digits" for w in d.w])))
@@ -319,6 +319,6 @@ display(answer.add(claim(
     f"lowest at w = {lowest_fid.w:g} ({fmt(lowest_fid.FID)}; real-vs-real floor {fmt(floor.fid)}). {recall_says}, "
     f"while precision stays between {fmt(grid.precision.min())} and {fmt(grid.precision.max())} (N = {n_eval} per "
     "scale).",
-    chance.lo <= 0.1 <= chance.hi,
+    chance[0] <= 0.1 <= chance[1],
 )))
 display(answer.save(["@tbl-guidance", "@fig-guidance-curves", "@fig-guidance-samples"]))

@@ -22,7 +22,7 @@ def test_diffusers_model_matches_parameters_within_15_percent(profile):
 def test_benchmark_runs_end_to_end(tmp_path):
     import torch
 
-    s = run("params/quick/03_train.yaml", batch=8, rounds=1, min_time=0, device=torch.device("cpu"), ablation=False)
+    s = run("params/quick/03_train.yaml", batch=8, rounds=1, iters=1, device=torch.device("cpu"), ablation=False)
     for kind in ("project", "diffusers"):
         assert s[kind]["train_img_s"] > 0 and s[kind]["ddim50_img_s"] > 0 and s[kind]["peak_mem_mb"] > 0
     assert s["train_ratio"] == pytest.approx(s["project"]["train_img_s"] / s["diffusers"]["train_img_s"])

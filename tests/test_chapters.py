@@ -71,7 +71,7 @@ BAD_PARAMS = [
     ("03_train", {"train": {"image_size": 30}}, "cannot be halved"),
     ("03_train", {"train": {"schedule": "sigmoid"}}, "schedule: must be one of"),
     ("03_train", {"train": {"dataset": "imagenet"}}, "dataset: must be one of"),
-    ("04_schedules", {"schedules": ["linear", "sigmoid"]}, "schedules: unknown schedule 'sigmoid'"),
+    ("04_schedules", {"schedules": ["linear", "sigmoid"]}, "unknown schedule(s) ['sigmoid']"),
     ("04_schedules", {"eval_sampler": {"method": "euler", "steps": 10}}, "unknown sampler 'euler'"),
     ("04_schedules", {"eval_sampler": {"method": "ddim", "steps": 2000}}, "integers in [1, 1000]"),
     ("04_schedules", {"eval_sampler": {"method": "ddim", "steps": 10, "eta": 2}}, "eta: must be in [0, 1]"),
@@ -89,8 +89,6 @@ BAD_PARAMS = [
     ("09_ddim", {"spacing": "cubic"}, "unknown step spacing 'cubic'"),
     ("09_ddim", {"confirm_spacings": ["trailing", "cubic"]}, "confirm_spacings: unknown step spacing 'cubic'"),
     ("09_ddim", {"batch_size": 0}, "batch_size: must be > 0"),
-    ("07_gan", {"diffusion_train": {"steps": 0}}, "diffusion_train.steps: must be > 0"),
-    ("10_guidance", {"guidance_scales": [1.0, -2.0]}, "guidance_scales: must be >= 0, got [-2.0]"),
 ]
 
 
@@ -102,20 +100,6 @@ def test_bad_chapter_parameters_are_rejected(chapter, bad, needle):
     with pytest.raises(ConfigError) as err:
         check_chapter_parameters(declared_parameters(ROOT / "chapters" / f"{chapter}.py"), {**params, **bad}, "test")
     assert needle in str(err.value)
-
-
-def test_a_rule_is_declared_with_its_parameter_not_guessed_from_its_name():
-    """The rule comes from the parameter's annotation: an undeclared n_* is only type-checked, and a chapter that
-    names a rule the library lacks is told so."""
-    from diffusion_lib.core.errors import ConfigError
-
-    check_chapter_parameters({"n_things": (3, None)}, {"n_things": 0}, "test")
-    with pytest.raises(ConfigError, match="n_things: must be > 0"):
-        check_chapter_parameters({"n_things": (3, "count")}, {"n_things": 0}, "test")
-    with pytest.raises(ConfigError, match="unknown rule 'countt' for n_things"):
-        check_chapter_parameters({"n_things": (3, "countt")}, {}, "test")
-    assert declared_parameters(ROOT / "chapters" / "09_ddim.py")["confirm_spacings"] == (
-        ["trailing", "quadratic", "logsnr"], "spacings")
 
 
 def test_runner_validates_every_file_before_running_anything(tmp_path):

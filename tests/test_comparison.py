@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from diffusion_lib.evaluation.comparison import compare_arms, compare_to_base, pooled_variance, t_quantile, verdict
-from diffusion_lib.evaluation.intervals import Difference
+from diffusion_lib.evaluation.comparison import (Difference, compare_arms, compare_to_base, pooled_variance, t_quantile,
+                                                 verdict)
 
 
 def test_t_quantiles_match_the_tables():
@@ -31,9 +31,9 @@ def test_interval_covers_the_true_difference_about_95_percent_of_the_time():
 
 
 def test_verdict_says_only_what_the_interval_supports():
-    tie = Difference(-0.4, -1.2, 0.4, "cosine", "linear")
+    tie = Difference("cosine", "linear", -0.4, -1.2, 0.4)
     assert not tie.real and "indistinguishable" in verdict(tie, "FID")
-    win = Difference(-2.0, -3.0, -1.0, "cosine", "linear")
+    win = Difference("cosine", "linear", -2.0, -3.0, -1.0)
     assert win.real and verdict(win, "FID").startswith("cosine is better than linear")
     assert verdict(win, "precision", lower_is_better=False).startswith("cosine is worse than linear")
 

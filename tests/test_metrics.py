@@ -115,7 +115,7 @@ def test_paired_difference_of_two_reports(clf, test_images):
     a, b = meter.measure(good), meter.measure(bad)
     diff, lo, hi = meter.difference(b, a)
     assert diff == pytest.approx(b.fid - a.fid) and 0 < lo < diff < hi
-    assert a.intervals["FID"].lo < a.fid < a.intervals["FID"].hi
+    assert a.intervals["FID"][0] < a.fid < a.intervals["FID"][1]
     with pytest.raises(ValueError, match="same N"):
         meter.difference(a, meter.measure(good[:100]))
 

@@ -20,8 +20,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from diffusion_lib.core.files import replace_marked_section  # noqa: E402
-from diffusion_lib.evaluation.comparison import verdict  # noqa: E402
-from diffusion_lib.evaluation.intervals import Difference  # noqa: E402
+from diffusion_lib.evaluation.comparison import Difference, verdict  # noqa: E402
 from headline import profile_arg, read_csv  # noqa: E402
 
 PLAIN = {  # what each arm of params/<profile>/05_recipe.yaml changes, in a reader's words
@@ -48,7 +47,7 @@ def sampling_line(profile: str, results: Path) -> list[str]:
     c = json.loads(path.read_text())
     if c["best"] == c["base"]:
         return []
-    said = verdict(Difference(*c["difference"], c["best"], c["base"]), "FID-MNIST", what=f"at N = {c['n']}")
+    said = verdict(Difference(c["best"], c["base"], *c["difference"]), "FID-MNIST", what=f"at N = {c['n']}")
     return [f"- **Sampling:** with {c['steps']} DDIM steps, chapter 09's grid favours {c['best']}; measured again "
             f"beside {c['base']} on fresh noise and held-out digits (`results/{profile}/09_ddim/confirm.json`), "
             f"{said}."]

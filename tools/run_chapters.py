@@ -127,16 +127,14 @@ def tidy_notebook(path: Path) -> None:
     nbformat.write(nb, path)
 
 
-def declared_parameters(chapter: Path) -> dict[str, tuple[object, str | None]]:
-    """Name -> (default value, the rule its annotation names or None) of the chapter's ``parameters`` cell, as
-    papermill reads them (literals only)."""
+def declared_parameters(chapter: Path) -> dict:
+    """Names and default values of the chapter's ``parameters`` cell, as papermill reads them (literals only)."""
     import papermill as pm
 
     declared = pm.inspect_notebook(str(chapter.with_suffix(".ipynb")))
     if not declared:
         raise ConfigError(f"{chapter.name} has no cell tagged 'parameters'")
-    return {name: (ast.literal_eval(p["default"]), None if p["inferred_type_name"] == "None" else
-                   p["inferred_type_name"]) for name, p in declared.items()}
+    return {name: ast.literal_eval(p["default"]) for name, p in declared.items()}
 
 
 def run(profile: str, only: list[str] | None, results_root: Path, extra: dict, stale_only: bool = False,

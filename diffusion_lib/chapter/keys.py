@@ -58,8 +58,7 @@ from ..diffusion.samplers import (SPACINGS, TrajectoryRecorder, common_log_snr_g
 from ..diffusion.schedules import SCHEDULES, NoiseSchedule
 from ..evaluation.classifiers import INSTRUMENTS, ConvClassifier, load_classifier
 from ..evaluation.comparison import arm_means, compare_arms, compare_to_base, pooled_variance, t_quantile, verdict
-from ..evaluation.floor import against_floor, ratio_growth
-from ..evaluation.intervals import Difference, Interval, normal_interval, wilson, z_value
+from ..evaluation.floor import against_floor, ratio_growth, wilson, z_value
 from ..evaluation.likelihood import discretized_gaussian_log_likelihood, nll_bits_per_dim, prior_kl, vlb_term
 from ..evaluation.quality import (QualityMeter, class_statistics, frechet_distance, kid_unbiased, measure_quality,
                                   precision_recall, real_floor)
@@ -84,7 +83,6 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
              "data/folder.py"),
     "instrument": ("evaluation/classifiers.py", "evaluation/quality.py", "evaluation/floor.py",
                    "evaluation/comparison.py"),
-    "intervals": ("evaluation/intervals.py",),  # the likelihood bound's interval too, not only the instruments'
     "likelihood": ("evaluation/likelihood.py",),
     # the conditional network and its training are in the network and training modules, but only this probe runs
     # them: a change there makes stale the chapters that guide (chapter 10), not those of unconditional models
@@ -95,8 +93,6 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
 UNPROBED: dict[str, str] = {
     "registry.fingerprint": "decides whether a saved run is reused, not what it computes (float32, machine-dependent)",
     "registry.same_function": "compares two fingerprints",
-    "process.DiffusionProcess._inference": "keeps the FastModel a backend needs (nets/inference.py, which counts by "
-                                           "its source)",
     "classifiers.train_classifier": "the instruments' weights are committed; their digest is in the probe",
     "classifiers._augment": "used only by train_classifier",
     "classifiers._split": "used only by train_classifier",
@@ -429,19 +425,13 @@ def _probe_instrument(tmp: Path) -> Any:
         raise KeyUnavailable(f"the MNIST training images cannot be read ({str(exc).splitlines()[0]})") from exc
     fa, fb = torch.randn(30, 4, generator=_gen(7), dtype=torch.float64), torch.randn(30, 4, generator=_gen(8),
                                                                                       dtype=torch.float64)
-    out += [frechet_distance(fa, fb + 0.5), kid_unbiased(fa, fb), precision_recall(fa, fb)]
+    out += [frechet_distance(fa, fb + 0.5), kid_unbiased(fa, fb), precision_recall(fa, fb), z_value(0.9),
+            wilson(0.97, 200)]
     values = {"base": [3.0, 3.4, 2.9], "wide": [2.1, 2.6, 2.4], "lr": [3.3, 3.1, 3.8]}
     diffs = compare_to_base(values, "base", apart=("lr",))
     out += [pooled_variance(values), t_quantile(0.975, 6), arm_means(values), compare_arms(values, [("wide", "lr")]),
             diffs, [verdict(d, "FID") for d in diffs.values()]]
     return out
-
-
-def _probe_intervals(tmp: Path) -> Any:
-    reps = torch.randn(50, generator=_gen(0), dtype=torch.float64)
-    d = Difference(-1.0, -2.5, 0.5, "a", "b")
-    return [z_value(0.9), z_value(), wilson(0.97, 200), wilson(0.0, 10), normal_interval(3.0, reps), list(d), d.real,
-            Difference(2.0, 0.5, 3.5).real, Interval(1.0, 0.0, 2.0), f"{d:+.3g}", f"{wilson(0.5, 9):.1%}"]
 
 
 def _probe_likelihood(tmp: Path) -> Any:
@@ -495,8 +485,7 @@ def _probe_guidance(tmp: Path) -> Any:
 
 PROBES: dict[str, Callable[[Path], Any]] = {
     "network": _probe_network, "diffusion": _probe_diffusion, "training": _probe_training, "data": _probe_data,
-    "instrument": _probe_instrument, "intervals": _probe_intervals, "likelihood": _probe_likelihood,
-    "guidance": _probe_guidance,
+    "instrument": _probe_instrument, "likelihood": _probe_likelihood, "guidance": _probe_guidance,
 }
 
 

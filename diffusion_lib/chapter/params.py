@@ -1,22 +1,15 @@
 """A chapter's parameters: checked against its ``parameters`` cell before anything runs, and turned into values.
 
-A chapter declares each parameter with its default and, where a value can be wrong in more ways than its type,
-the rule that checks it, as the annotation papermill reads::
-
-    n_eval: "count" = 64
-    ddim_steps: "steps" = [5, 10, 20]
-    train: "train" = {"steps": 400, ...}
-
-:data:`RULES` holds every rule a chapter can name. :func:`check_chapter_parameters` checks a parameter file against
-the declared names, the defaults' types and the declared rules; every problem is reported together in one
-:class:`ConfigError`.
+``check_chapter_parameters`` validates a parameter file against the names and
+defaults the chapter declares, and the value rules the project uses across
+chapters (training and GAN sections, schedules, samplers, step counts, eta,
+sample counts); every problem is reported together in one :class:`ConfigError`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-from typing import Any, Callable
+from typing import Any
 
 from ..core.config import from_dict, problems_of
 from ..core.errors import ConfigError
@@ -28,7 +21,7 @@ from ..nets.inference import BACKENDS
 from ..training.config import TrainConfig
 from .recipe import merged
 
-__all__ = ["RULES", "check_chapter_parameters", "sampler"]
+__all__ = ["check_chapter_parameters", "sampler"]
 
 
 def sampler(params: dict[str, Any], noise_steps: int = 1000) -> SamplerSpec:
@@ -51,74 +44,49 @@ def _type_ok(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def _items(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
+def _steps_problems(name: str, value: Any, T: int) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    bad = [v for v in items if bad_steps(v, T)]
+    return [f"{name}: sampling steps must be integers in [1, {T}] (T = {T}), got {bad}"] if bad else []
 
 
-def _each(ok: Callable[[Any, int], bool], text: str) -> Callable[[str, Any, int, dict], list[str]]:
-    """A rule every item of the value (or the value itself) must pass, given T; ``text`` says what is expected."""
-    def check(key: str, value: Any, T: int, given: dict) -> list[str]:
-        bad = [v for v in _items(value) if not ok(v, T)]
-        shown = bad if isinstance(value, list) else bad[:1] and bad[0]
-        return [f"{key}: {text.format(T=T, last=T - 1)}, got {shown!r}"] if bad else []
-    return check
-
-
-def _one_of(valid: Any, what: str) -> Callable[[str, Any, int, dict], list[str]]:
-    def check(key: str, value: Any, T: int, given: dict) -> list[str]:
-        bad = [v for v in _items(value) if v not in valid]
-        return [f"{key}: unknown {what} {', '.join(map(repr, bad))}; valid: {', '.join(valid)}"] if bad else []
-    return check
-
-
-def _config(cls: type, section: str) -> Callable[[str, Any, int, dict], list[str]]:
-    """A section that must build configuration ``cls`` (a training run, a GAN)."""
-    def check(key: str, value: Any, T: int, given: dict) -> list[str]:
+def _value_problems(key: str, value: Any, T: int) -> list[str]:
+    """The project-wide rules for a parameter called ``key`` (its type already matches the chapter's default)."""
+    if key == "gan":
         try:
-            from_dict(cls, value, source=f"{key} {section}")
+            from_dict(GANConfig, value, source="gan section")
         except ConfigError as exc:
-            return [f"{key}.{p}" for p in problems_of(exc)]
-        return []
-    return check
-
-
-def _sampler(key: str, value: Any, T: int, given: dict) -> list[str]:
-    return [f"{key}.{p}" if p.split(":")[0] in ("method", "steps", "eta", "spacing", "variance") else f"{key}: {p}"
-            for p in SamplerSpec.mapping_problems(value, T)]
-
-
-def _seeds(key: str, value: Any, T: int, given: dict) -> list[str]:
-    if len(value) < 2 or len(set(value)) < len(value):
-        return [f"{key}: at least two different training seeds are needed to measure the spread between runs, "
+            return ["gan." + p for p in problems_of(exc)]
+    elif key in ("schedules", "schedule"):
+        bad = [s for s in (value if isinstance(value, list) else [value]) if s not in SCHEDULES]
+        if bad:
+            return [f"{key}: unknown schedule(s) {bad}; valid: {', '.join(sorted(SCHEDULES))}"]
+    elif key.endswith("_sampler"):
+        return [f"{key}.{p}" if p.split(":")[0] in ("method", "steps", "eta", "spacing", "variance") else f"{key}: {p}"
+                for p in SamplerSpec.mapping_problems(value, T)]
+    elif key in ("ddim_steps", "dpm_steps", "invert_steps", "interp_steps"):
+        return _steps_problems(key, value, T)
+    elif key == "etas":
+        bad = [e for e in value if bad_eta(e)]
+        if bad:
+            return [f"etas: eta must lie in [0, 1], got {bad}"]
+    elif key == "seeds" and (len(value) < 2 or len(set(value)) < len(value)):
+        return [f"seeds: at least two different training seeds are needed to measure the spread between runs, "
                 f"got {value}"]
+    elif key == "sampling_backend" and value not in BACKENDS:
+        return [f"sampling_backend: unknown backend {value!r}; valid: {', '.join(BACKENDS)}"]
+    elif key in ("spacing", "confirm_spacings"):
+        bad = [s for s in (value if isinstance(value, list) else [value]) if s not in SPACINGS]
+        if bad:
+            return [f"{key}: unknown step spacing {', '.join(map(repr, bad))}; valid: {', '.join(SPACINGS)}"]
+    elif key == "loss_t":
+        bad = [t for t in value if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < T]
+        if bad:
+            return [f"loss_t: timesteps must be integers in [0, {T - 1}], got {bad}"]
+    elif (key.startswith("n_") or key in ("batch_size", "loss_images", "loss_repeats")) \
+            and isinstance(value, int) and value <= 0:
+        return [f"{key}: must be > 0, got {value}"]
     return []
-
-
-def _recipe(key: str, value: Any, T: int, given: dict) -> list[str]:
-    arms = given.get("arms", {})  # its type is checked against the chapter's default
-    return _recipe_problems(value, arms if isinstance(arms, dict) else {}, given.get("combined", []))
-
-
-def _integer(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-# the rules a chapter names in its parameters cell: (parameter, its value, T, every given parameter) -> problems
-RULES: dict[str, Callable[[str, Any, int, dict], list[str]]] = {
-    "count": _each(lambda v, T: v > 0, "must be > 0"),
-    "scales": _each(lambda v, T: v >= 0, "must be >= 0"),
-    "steps": _each(lambda v, T: not bad_steps(v, T), "sampling steps must be integers in [1, {T}] (T = {T})"),
-    "timesteps": _each(lambda v, T: _integer(v) and 0 <= v < T, "timesteps must be integers in [0, {last}]"),
-    "etas": _each(lambda v, T: not bad_eta(v), "eta must lie in [0, 1]"),
-    "seeds": _seeds,
-    "schedules": _one_of(sorted(SCHEDULES), "schedule"),
-    "spacings": _one_of(SPACINGS, "step spacing"),
-    "backend": _one_of(BACKENDS, "sampling backend"),
-    "sampler": _sampler,
-    "train": _config(TrainConfig, "section"),
-    "gan": _config(GANConfig, "section"),
-    "recipe": _recipe,
-}
 
 
 def _recipe_problems(base: dict[str, Any], arms: dict[str, Any], combined: Any) -> list[str]:
@@ -141,27 +109,26 @@ def _recipe_problems(base: dict[str, Any], arms: dict[str, Any], combined: Any) 
     return problems
 
 
-def check_chapter_parameters(declared: dict[str, tuple[Any, str | None]], given: dict[str, Any], source: str) -> None:
-    """Validate parameters ``given`` against the chapter's ``declared`` ones (name -> (default, rule or None)): the
-    names, the defaults' types and the declared rules, with T from the parameter declared ``train``; one error lists
-    every problem."""
-    problems = [f"the chapter declares an unknown rule {rule!r} for {name}; the rules are {', '.join(RULES)}"
-                for name, (_, rule) in declared.items() if rule is not None and rule not in RULES]
+def check_chapter_parameters(declared: dict[str, Any], given: dict[str, Any], source: str) -> None:
+    """Validate a chapter's parameters ``given`` against its ``declared`` names and defaults; one error lists all."""
+    problems: list[str] = []
     T = 1000
-    trained = [n for n, (_, rule) in declared.items() if rule == "train" and isinstance(given.get(n), dict)]
-    if trained:
-        with contextlib.suppress(ConfigError):  # its problems are reported by its rule, below
-            T = from_dict(TrainConfig, given[trained[0]]).noise_steps
+    if isinstance(given.get("train"), dict):
+        try:
+            T = from_dict(TrainConfig, given["train"], source="train section").noise_steps
+        except ConfigError as exc:
+            problems += problems_of(exc)
+    if isinstance(given.get("base"), dict) and isinstance(given.get("arms", {}), dict):  # a recipe study
+        problems += _recipe_problems(given["base"], given.get("arms", {}), given.get("combined", []))
     for key, value in given.items():
-        default, rule = declared.get(key, (None, None))
         if key not in declared:
             close = difflib.get_close_matches(key, list(declared), n=1, cutoff=0.6)
             problems.append(f"unknown parameter {key!r}" + (f"; did you mean {close[0]!r}?" if close else
                                                             f"; the chapter's parameters are {', '.join(declared)}"))
-        elif not _type_ok(value, default):
-            problems.append(f"{key}: expected {type(default).__name__} like the chapter's default {default!r}, "
-                            f"got {value!r}")
-        elif rule in RULES:
-            problems += RULES[rule](key, value, T, given)
+        elif not _type_ok(value, declared[key]):
+            problems.append(f"{key}: expected {type(declared[key]).__name__} like the chapter's default "
+                            f"{declared[key]!r}, got {value!r}")
+        elif key != "train":
+            problems += _value_problems(key, value, T)
     if problems:
         raise ConfigError(f"invalid parameters in {source}:\n" + "\n".join(f"  - {p}" for p in problems))

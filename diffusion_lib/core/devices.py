@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import platform
 import random
+import statistics
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-
-# importing PyTorch's benchmark timer logs a warning about CUDA on every machine without it: silenced for the import
-_cpp_log = logging.getLogger("torch.utils.cpp_extension")
-_level = _cpp_log.level
-_cpp_log.setLevel(logging.ERROR)
-from torch.utils import benchmark  # noqa: E402
-
-_cpp_log.setLevel(_level)
 
 __all__ = [
     "resolve_device",
@@ -42,22 +35,17 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def device_name(device: str | torch.device) -> str:
-    """A human-readable name of the device: the GPU model, or the CPU model and thread count.
-
-    A virtual machine may name different CPUs alike ("AMD EPYC"), so the CPU's family and model numbers, where
-    Linux gives them, tell one generation from another (their speeds can differ twofold).
-    """
+    """A human-readable name of the device: the GPU model, or the CPU model and thread count."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    info = {}
+    name = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    name = info.get("model name") or platform.processor() or platform.machine()
-    generation = f"family {info['cpu family']}, model {info['model']}; " if "cpu family" in info and "model" in info else ""
-    return f"{name} ({generation}{torch.get_num_threads()} threads)"
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name} ({torch.get_num_threads()} threads)"
 
 
 def cpu_has_native_bf16() -> bool:
@@ -74,11 +62,18 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn: Callable[[], Any], min_run_time: float = 1.0) -> float:
-    """Median seconds of one call of ``fn()``, by PyTorch's benchmark timer (warm-up, blocks of calls, the device
-    synchronised) with this process's threads, measuring for at least ``min_run_time`` seconds."""
-    timer = benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return timer.blocked_autorange(min_run_time=min_run_time).median
+def median_seconds(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls, after ``warmup`` calls, device synchronised."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,6 +1,5 @@
 """Evaluation (above ``data`` and ``nets``): how good, how diverse, how novel the samples are.
 
-- ``intervals``: the one interval type (estimate, lo, hi) of every measurement, normal and Wilson intervals;
 - ``classifiers``: the committed instruments (one small CNN per dataset) and how they are made;
 - ``quality``: FID, KID, precision and recall in an instrument's features with bootstrap intervals,
   class statistics, the real-vs-real floor;

@@ -13,14 +13,28 @@ is called real only when that interval excludes zero; otherwise the two arms are
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import scipy.stats
 import torch
 
-from .intervals import Difference, Interval
+__all__ = ["Difference", "pooled_variance", "t_quantile", "arm_means", "compare_arms", "compare_to_base", "verdict"]
 
-__all__ = ["pooled_variance", "t_quantile", "arm_means", "compare_arms", "compare_to_base", "verdict"]
+
+@dataclass(frozen=True)
+class Difference:
+    """``a - b`` of two arms' means, its interval, and whether the interval excludes zero."""
+
+    a: str
+    b: str
+    diff: float
+    lo: float
+    hi: float
+
+    @property
+    def real(self) -> bool:
+        return self.lo > 0 or self.hi < 0
 
 
 def pooled_variance(values: Mapping[str, Sequence[float]]) -> tuple[float, int]:
@@ -43,14 +57,14 @@ def t_quantile(p: float, df: int) -> float:
     return float(scipy.stats.t.ppf(p, df))
 
 
-def arm_means(values: Mapping[str, Sequence[float]], level: float = 0.95) -> dict[str, Interval]:
-    """Each arm's mean over its runs with a t interval from the pooled variance."""
+def arm_means(values: Mapping[str, Sequence[float]], level: float = 0.95) -> dict[str, tuple[float, float, float]]:
+    """Each arm's mean over its runs with a t interval from the pooled variance: ``arm -> (mean, lo, hi)``."""
     var, df = pooled_variance(values)
     t = t_quantile(0.5 + level / 2, df)
     out = {}
     for a, v in values.items():
         m, half = sum(v) / len(v), t * math.sqrt(var / len(v))
-        out[a] = Interval(m, m - half, m + half)
+        out[a] = (m, m - half, m + half)
     return out
 
 
@@ -64,7 +78,7 @@ def compare_arms(values: Mapping[str, Sequence[float]], pairs: Sequence[tuple[st
         na, nb = len(values[a]), len(values[b])
         diff = sum(values[a]) / na - sum(values[b]) / nb
         half = t * math.sqrt(var * (1 / na + 1 / nb))
-        out.append(Difference(diff, diff - half, diff + half, a, b))
+        out.append(Difference(a, b, diff, diff - half, diff + half))
     return out
 
 
@@ -86,8 +100,9 @@ def compare_to_base(values: Mapping[str, Sequence[float]], base: str, apart: Seq
 
 def verdict(d: Difference, metric: str = "", lower_is_better: bool = True, what: str = "at this budget") -> str:
     """A sentence that says what the interval of ``d`` supports, and no more (``metric`` named when given)."""
+    rng = f"{d.diff:+.3g} [{d.lo:.3g}, {d.hi:.3g}]"
     in_metric = f" in {metric}" if metric else ""
     if not d.real:
-        return f"{d.a} and {d.b} are indistinguishable{in_metric} {what} ({d:+.3g})"
-    better = (d.value < 0) == lower_is_better
-    return f"{d.a} is {'better' if better else 'worse'} than {d.b}{in_metric} ({d:+.3g})"
+        return f"{d.a} and {d.b} are indistinguishable{in_metric} {what} ({rng})"
+    better = (d.diff < 0) == lower_is_better
+    return f"{d.a} is {'better' if better else 'worse'} than {d.b}{in_metric} ({rng})"

@@ -9,10 +9,9 @@ measured at its own N with the same meter:
   the same indices); the ratio's interval is taken on a log scale, where it is
   symmetric;
 - the *growth* of the ratio between two N, from independent sample sets, so
-  their log-scale standard errors add in quadrature.
-
-The share of samples read confidently has a Wilson interval
-(:func:`~diffusion_lib.evaluation.intervals.wilson`).
+  their log-scale standard errors add in quadrature;
+- the share of samples read confidently, with a Wilson interval (sound near 0
+  and 1, where the normal approximation is not).
 """
 
 from __future__ import annotations
@@ -22,10 +21,21 @@ from dataclasses import dataclass
 
 import torch
 
-from .intervals import Interval, normal_interval, z_value
-from .quality import QualityReport
+from .quality import QualityReport, normal_interval
 
-__all__ = ["AgainstFloor", "against_floor", "ratio_growth"]
+__all__ = ["AgainstFloor", "Interval", "against_floor", "ratio_growth", "wilson", "z_value"]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate and its interval."""
+
+    value: float
+    lo: float
+    hi: float
+
+    def __iter__(self):
+        return iter((self.value, self.lo, self.hi))
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,26 @@ class AgainstFloor:
     log_ratio_se: float  # the standard error of log(ratio), from the paired replicates
 
 
+def z_value(level: float = 0.95) -> float:
+    """The two-sided standard normal quantile for ``level`` (1.96 for 95%)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    return float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + level / 2, dtype=torch.float64)))
+
+
+def wilson(p: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval for a share ``p`` of ``n`` independent samples."""
+    if n <= 0:
+        raise ValueError(f"a share needs at least one sample, got n = {n}")
+    if not 0 <= p <= 1:
+        raise ValueError(f"a share lies in [0, 1], got {p}")
+    z = z_value(level)
+    scale = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / scale
+    half = z / scale * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def against_floor(report: QualityReport, floor: QualityReport, level: float = 0.95) -> AgainstFloor:
     """``report`` against ``floor`` (real vs real, the same meter and N): excess and ratio with paired intervals."""
     if report.n != floor.n:
@@ -51,8 +81,8 @@ def against_floor(report: QualityReport, floor: QualityReport, level: float = 0.
         raise ValueError("the report and the floor must come from the same meter (paired bootstrap replicates)")
     excess = report.fid - floor.fid
     log_ratio, log_reps = math.log(report.fid / floor.fid), torch.log(a.clamp(min=1e-12) / b.clamp(min=1e-12))
-    _, log_lo, log_hi = normal_interval(log_ratio, log_reps, level)
-    return AgainstFloor(report.n, report.fid, floor.fid, normal_interval(excess, a - b, level),
+    log_lo, log_hi = normal_interval(log_ratio, log_reps, level)
+    return AgainstFloor(report.n, report.fid, floor.fid, Interval(excess, *normal_interval(excess, a - b, level)),
                         Interval(math.exp(log_ratio), math.exp(log_lo), math.exp(log_hi)), float(log_reps.std()))
 
 

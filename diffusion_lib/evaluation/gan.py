@@ -26,7 +26,7 @@ from ..core.files import load_tagged, save_tagged
 from ..data.batches import TensorBatches
 from ..data.images import to_model_range, to_uint8
 
-__all__ = ["Generator", "Discriminator", "GANConfig", "GANHistory", "gan_step", "train_gan", "save_gan", "load_gan",
+__all__ = ["Generator", "Discriminator", "GANConfig", "GANHistory", "train_gan", "save_gan", "load_gan",
            "train_or_load_gan", "gan_samples"]
 
 
@@ -96,25 +96,6 @@ class GANHistory:
         return to_model_range(self.snapshots[step])
 
 
-def gan_step(G: Generator, D: Discriminator, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer,
-             real: torch.Tensor, z: torch.Tensor) -> tuple[float, float, float, float]:
-    """One round of the game: the discriminator learns real -> 1 and fake -> 0, then the generator the
-    non-saturating loss (make D call its fakes real). Returns both losses and D's mean output on real and fake."""
-    fake = G(z)
-    logit_real, logit_fake = D(real), D(fake.detach())
-    loss_d = F.binary_cross_entropy_with_logits(logit_real, torch.ones_like(logit_real)) + \
-        F.binary_cross_entropy_with_logits(logit_fake, torch.zeros_like(logit_fake))
-    opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    opt_d.step()
-    logit_g = D(fake)
-    loss_g = F.binary_cross_entropy_with_logits(logit_g, torch.ones_like(logit_g))
-    opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    opt_g.step()
-    return loss_d.item(), loss_g.item(), torch.sigmoid(logit_real).mean().item(), torch.sigmoid(logit_fake).mean().item()
-
-
 def train_gan(images: torch.Tensor, cfg: GANConfig, device: torch.device | str = "cpu", progress: bool = True,
               on_snapshot: Optional[Callable[[int, Generator], None]] = None,
               ) -> tuple[Generator, Discriminator, GANHistory]:
@@ -127,18 +108,32 @@ def train_gan(images: torch.Tensor, cfg: GANConfig, device: torch.device | str =
     batches = TensorBatches(images, cfg.batch_size, seed=cfg.seed, device=device)
     fixed_z = randn((cfg.snapshot_n, cfg.z_dim), generator=torch.Generator().manual_seed(cfg.seed + 1), device=device)
     hist = GANHistory()
+    ones = torch.ones(cfg.batch_size, device=device)
+    zeros = torch.zeros(cfg.batch_size, device=device)
     bar = tqdm(range(1, cfg.steps + 1), desc="GAN", disable=not progress, mininterval=30)
     for step in bar:
         t0 = time.perf_counter()
         real = to_model_range(batches.next())
-        loss_d, loss_g, d_real, d_fake = gan_step(G, D, opt_g, opt_d, real,
-                                                  torch.randn(cfg.batch_size, cfg.z_dim, device=device))
+        z = torch.randn(cfg.batch_size, cfg.z_dim, device=device)
+        fake = G(z)
+        # discriminator: real -> 1, fake -> 0
+        logit_real, logit_fake = D(real), D(fake.detach())
+        loss_d = F.binary_cross_entropy_with_logits(logit_real, ones) + \
+            F.binary_cross_entropy_with_logits(logit_fake, zeros)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        # generator: non-saturating loss, make D call fakes real
+        loss_g = F.binary_cross_entropy_with_logits(D(fake), ones)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
         hist.train_seconds += time.perf_counter() - t0
         hist.step.append(step)
-        hist.loss_d.append(loss_d)
-        hist.loss_g.append(loss_g)
-        hist.d_real.append(d_real)
-        hist.d_fake.append(d_fake)
+        hist.loss_d.append(loss_d.item())
+        hist.loss_g.append(loss_g.item())
+        hist.d_real.append(torch.sigmoid(logit_real).mean().item())
+        hist.d_fake.append(torch.sigmoid(logit_fake).mean().item())
         if step % cfg.snapshot_every == 0 or step == cfg.steps:
             G.eval()
             with torch.no_grad():  # kept as 8-bit images, like the data, so a reloaded history is the same

@@ -31,7 +31,6 @@ from torch import nn
 
 from ..core.devices import randn
 from ..diffusion.schedules import NoiseSchedule
-from .intervals import Interval, normal_interval
 
 __all__ = ["NllEstimate", "discretized_gaussian_log_likelihood", "prior_kl", "vlb_term", "nll_bits_per_dim"]
 
@@ -91,9 +90,8 @@ class NllEstimate:
     def se(self) -> float:
         return float(self.per_image.std() / math.sqrt(len(self.per_image)))
 
-    def interval(self, level: float = 0.95) -> Interval:
-        """The mean over images with its normal interval."""
-        return normal_interval(self.mean, self.per_image / math.sqrt(len(self.per_image)), level)
+    def interval(self, z: float = 1.96) -> tuple[float, float]:
+        return self.mean - z * self.se, self.mean + z * self.se
 
 
 @torch.no_grad()

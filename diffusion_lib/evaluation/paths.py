@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..diffusion.interpolation import lerp, slerp
 from .classifiers import ConvClassifier
-from .intervals import Interval, normal_interval
+from .floor import Interval, z_value
 from .quality import features
 
 __all__ = ["PATHS", "PathStats", "path_latents", "path_stats", "pixel_steps", "largest_step_share", "mean_interval"]
@@ -43,7 +43,8 @@ def pixel_steps(frames: torch.Tensor, per_path: int) -> torch.Tensor:
 def mean_interval(values: Iterable[float], level: float = 0.95) -> Interval:
     """The mean of ``values`` (one per path) with its normal interval."""
     v = torch.tensor([float(x) for x in values], dtype=torch.float64)
-    return normal_interval(float(v.mean()), v / len(v) ** 0.5, level)
+    m, half = float(v.mean()), z_value(level) * float(v.std() / len(v) ** 0.5)
+    return Interval(m, m - half, m + half)
 
 
 @dataclass

@@ -39,10 +39,9 @@ from torch import nn
 from ..data.datasets import load_split
 from ..data.images import to_model_range
 from .classifiers import ConvClassifier
-from .intervals import Interval, normal_interval
 
 __all__ = ["CONFIDENT", "METRICS", "class_statistics", "features", "frechet_distance", "kid_unbiased",
-           "precision_recall", "bootstrap_metrics", "QualityReport", "QualityMeter",
+           "precision_recall", "normal_interval", "bootstrap_metrics", "QualityReport", "QualityMeter",
            "measure_quality", "real_floor"]
 
 CONFIDENT = 0.9  # a sample "reads as a digit" when the classifier's top probability exceeds this
@@ -132,13 +131,20 @@ def precision_recall(fs: torch.Tensor, fr: torch.Tensor, k: int = _PR_K) -> tupl
     return float(precision), float(recall)
 
 
+def normal_interval(estimate: float, replicates: torch.Tensor, level: float = 0.95) -> tuple[float, float]:
+    """``estimate`` plus or minus z times the replicates' standard deviation."""
+    z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + level / 2)))
+    half = z * float(replicates.double().std())
+    return estimate - half, estimate + half
+
+
 _RANGE = {"FID": (0.0, float("inf")), "precision": (0.0, 1.0), "recall": (0.0, 1.0)}  # KID can be negative
 
 
-def _within(metric: str, interval: Interval) -> Interval:
+def _within(metric: str, interval: tuple[float, float]) -> tuple[float, float]:
     """An interval cut to the values the metric can take (a share lies in [0, 1], FID is never negative)."""
     lo, hi = _RANGE.get(metric, (-float("inf"), float("inf")))
-    return Interval(interval.value, max(interval.lo, lo), min(interval.hi, hi))
+    return max(interval[0], lo), min(interval[1], hi)
 
 
 @dataclass
@@ -147,7 +153,7 @@ class QualityReport:
 
     n: int
     estimates: dict[str, float]  # METRICS -> value (KID in units of 1e-3)
-    intervals: dict[str, Interval]
+    intervals: dict[str, tuple[float, float]]
     entropy: float
     confidence: float
     confident_share: float
@@ -177,7 +183,7 @@ class QualityReport:
         """One table row: each metric with its interval as ``<metric> lo`` and ``<metric> hi`` columns."""
         out: dict[str, Any] = {"N": self.n}
         for m in METRICS:
-            out[m], out[f"{m} lo"], out[f"{m} hi"] = self.intervals[m]
+            out[m], (out[f"{m} lo"], out[f"{m} hi"]) = self.estimates[m], self.intervals[m]
         out.update({"class entropy (nats)": self.entropy, "confidence": self.confidence,
                     f"share with confidence > {CONFIDENT:g}": self.confident_share, "classes": self.classes_covered})
         return out
@@ -210,12 +216,12 @@ class QualityMeter:
         intervals = {m: _within(m, normal_interval(est[m], reps[m], self.level)) for m in METRICS}
         return QualityReport(n=len(samples), estimates=est, intervals=intervals, replicates=reps, **stats)
 
-    def difference(self, a: QualityReport, b: QualityReport, metric: str = "FID") -> Interval:
-        """``a - b`` for one metric with its interval, from the paired replicates of two reports of the same N."""
+    def difference(self, a: QualityReport, b: QualityReport, metric: str = "FID") -> tuple[float, float, float]:
+        """``(a - b, lo, hi)`` for one metric, from the paired replicates of two reports of the same N."""
         if a.n != b.n:
             raise ValueError(f"a paired difference needs reports of the same N, got {a.n} and {b.n}")
         diff = a.estimates[metric] - b.estimates[metric]
-        return normal_interval(diff, a.replicates[metric] - b.replicates[metric], self.level)
+        return (diff, *normal_interval(diff, a.replicates[metric] - b.replicates[metric], self.level))
 
 
 def bootstrap_metrics(fs: torch.Tensor, fr: torch.Tensor, *, n_boot: int = 200, seed: int = 0,

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import nn
 from torch._inductor import config as inductor_config
 
 from ..core.devices import cpu_has_native_bf16
@@ -67,19 +66,18 @@ def _own_entry(model: UNet) -> Callable[[torch.Tensor, torch.Tensor], torch.Tens
     return forward
 
 
-class FastModel(nn.Module):
-    """``model(x_t, t) -> eps`` (float32) through a backend: a module holding the network (``.network``), always in
-    evaluation mode, that exposes the network's ``config`` like the network. Build it once and sample with it many
-    times: the compiled backends compile at its first call for each batch size.
+class FastModel:
+    """``model(x_t, t) -> eps`` (float32) through a backend; exposes the network's ``config`` like the network.
 
     It switches ``model``'s blocks to :mod:`~diffusion_lib.nets.fast` (in place: the same weights and function).
     """
 
-    def __init__(self, model: nn.Module, backend: str = "eager", log: Callable[[str], None] = print) -> None:
-        super().__init__()
+    training = False
+
+    def __init__(self, model: UNet, backend: str = "eager", log: Callable[[str], None] = print) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown sampling backend {backend!r}; valid: {', '.join(BACKENDS)}")
-        self.network = use_fast_concat(model)  # the same function, computed with less work
+        self.network = use_fast_concat(model.eval())  # the same function, computed with less work
         self.config = model.config
         self.device = next(model.parameters()).device
         self.requested = backend
@@ -88,18 +86,17 @@ class FastModel(nn.Module):
             log(f"sampling backend {backend}: no native bf16 on {self.device.type}; running in float32")
         self.backend = backend if self.bf16 or backend not in _BF16 else _FALLBACK[backend]
         self.frozen = backend == "frozen-bf16"
+        self._run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         if backend == "onnxruntime":
-            run = self._onnx(model)
+            self._run = self._onnx(model)
         elif backend == "compiled-bf16":
-            run = torch.compile(model, dynamic=False)
+            self._run = torch.compile(model, dynamic=False)
         elif backend == "frozen-bf16":
-            run = torch.compile(_own_entry(model), dynamic=False)
+            self._run = torch.compile(_own_entry(model), dynamic=False)
         else:
-            run = model
-        self.__dict__["_run"] = run  # a way of calling ``network``, not a second copy of its weights
-        self.eval()
+            self._run = model
 
-    def _onnx(self, model: nn.Module) -> OnnxModel:
+    def _onnx(self, model: UNet) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         self._tmp = tempfile.TemporaryDirectory(prefix="diffusion-onnx-")
         path = Path(self._tmp.name) / "model.onnx"
         export_onnx(model, path)
@@ -110,13 +107,19 @@ class FastModel(nn.Module):
         """What actually runs (a bf16 backend without native bf16 reports float32)."""
         return self.backend
 
-    def train(self, mode: bool = True) -> "FastModel":
-        """Inference only: the network stays in evaluation mode (the samplers' ``model.train(was_training)`` included)."""
-        return super().train(False)
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         # freezing is read when a graph compiles (the first call, or a new batch size), so it is set around every call
         # and nowhere else: other compiled modules in the process (training) are left as they are
         with inductor_config.patch(freezing=self.frozen), torch.inference_mode(), \
                 torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             return self._run(x, t).float()
+
+    # the nn.Module calls the samplers make
+    def eval(self) -> "FastModel":
+        return self
+
+    def train(self, mode: bool = True) -> "FastModel":
+        return self
+
+    def parameters(self):
+        return self.network.parameters()

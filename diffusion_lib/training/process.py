@@ -66,7 +66,6 @@ class DiffusionProcess:
         self.model = model.to(self.device)
         self.loss_weighting, self.min_snr_gamma = loss_weighting, float(min_snr_gamma)
         self.trainer = Trainer(self.model, **trainer)
-        self._fast: dict[tuple[int, str], FastModel] = {}  # the sampling backends built so far
 
     @property
     def noise_steps(self) -> int:
@@ -108,7 +107,6 @@ class DiffusionProcess:
                    labels: Optional[torch.Tensor] = None) -> float:
         """One optimizer step on L_simple (Algorithm 1 of Ho et al.); returns the loss."""
         self.model.train()
-        self._fast.clear()  # a backend may hold a copy of the weights (ONNX Runtime's export): build it again
         return self.trainer.update(self.loss(x, t, noise, labels))
 
     @property
@@ -128,8 +126,7 @@ class DiffusionProcess:
         that is fewer, when not given), ``eta`` (DDIM's), ``spacing`` and ``variance`` (DDPM's) choose any sampler of
         the library, as a :class:`~diffusion_lib.diffusion.generate.SamplerSpec` describes it; a setting the
         sampler does not take is a ``ValueError`` before anything is drawn. ``backend`` runs the network through
-        :class:`~diffusion_lib.nets.inference.FastModel` (e.g. ``"compiled-bf16"``), built at the first call and kept;
-        ``None`` runs the module itself.
+        :class:`~diffusion_lib.nets.inference.FastModel` (e.g. ``"compiled-bf16"``); ``None`` runs the module itself.
         """
         if n <= 0:
             raise ValueError(f"number of samples must be positive, got {n}")
@@ -141,20 +138,13 @@ class DiffusionProcess:
         x_T = self._check_batch(x_T)
         was_training = model.training
         model.eval()
-        net = self._inference(model, backend) if backend else model
+        net = FastModel(model, backend) if backend else model
         try:
             x = spec.run(net, self.schedule, x_T, generator=generator, callback=callback, clip_x0=clip_x0,
                          progress=progress)
         finally:
             model.train(was_training)
         return x.clamp(-1.0, 1.0)
-
-    def _inference(self, model: nn.Module, backend: str) -> FastModel:
-        """``model`` through ``backend``, built at its first use and kept until the weights change."""
-        key = (id(model), backend)
-        if key not in self._fast:
-            self._fast[key] = FastModel(model, backend)
-        return self._fast[key]
 
     def loss_per_timestep(self, x0: torch.Tensor, timesteps: Sequence[int], *, use_ema: bool = True,
                           generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
@@ -166,5 +156,4 @@ class DiffusionProcess:
         return self.trainer.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._fast.clear()
         self.trainer.load_state_dict(state)
